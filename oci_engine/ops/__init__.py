@@ -3,7 +3,8 @@
 A backend module (torch_backend, cpu_backend, triton_backend) provides an `Ops` instance; one is
 bound at load time by `get_ops(name)`. Signatures (T = new tokens in the step, H = hidden size):
 
-  prepare_linear(weight) -> handle      weight: torch.Tensor [out, in] or loader.QuantTensor
+  prepare_linear(weight, dtype=, device=) -> handle   weight: torch.Tensor [out, in] or loader.QuantTensor;
+      dtype/device: the model's (a dense backend casts or dequantizes to them); also used for the embedding
   linear(x[T, in], handle, bias|None) -> [T, out]
   embedding(ids[T], handle) -> [T, H]
   rms_norm(x, weight, eps) -> y
