@@ -35,3 +35,7 @@ class InvalidRequestError(OCIEngineError, ValueError):
 
 class BackendError(OCIEngineError, RuntimeError):
     """A compute backend that is unknown or unavailable on this machine."""
+
+
+class EvalDataError(OCIEngineError, ValueError):
+    """A benchmark data or samples file that is missing or not in the expected format."""
