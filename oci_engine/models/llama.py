@@ -81,10 +81,10 @@ class LlamaForCausalLM:
             raise ModelFormatError(f"num_attention_heads={self.num_heads} is not a multiple of "
                                    f"num_key_value_heads={self.num_kv_heads}; check config.json")
         self.cos_sin = cos_sin_cache(config, self.device)
-        # The attention op has no sliding window: capping the context at the window keeps every
-        # attended key inside it, where Mistral's windowed attention equals full attention.
-        self.max_model_len = min(config.max_position_embeddings, self.cos_sin.shape[0],
-                                 config.sliding_window or 1 << 62)
+        # The rotary table covers max_position_embeddings (times the factor for dynamic NTK, whose
+        # point is to reach past it). The attention op has no sliding window: capping the context
+        # at the window keeps every key inside it, where Mistral's windowed attention is full.
+        self.max_model_len = min(self.cos_sin.shape[0], config.sliding_window or 1 << 62)
         self.layers: list[dict] = []
         self.loaded = False
 

@@ -2,9 +2,10 @@
 cache the `rotary` op indexes by position (cos in the first half of each row, sin in the second).
 
 Supported: default, "linear" (DeepSeek-Coder's ×4 position interpolation), "llama3" (Llama 3.1's
-wavelength-dependent interpolation) and "dynamic" NTK. Dynamic NTK is precomputed once for the
-longest context the model can reach, as vLLM does, so it is static (Hugging Face recomputes it
-from the current length, which only differs past max_position_embeddings).
+wavelength-dependent interpolation) and "dynamic" NTK. Dynamic NTK keeps the plain frequencies
+up to max_position_embeddings and, past it, rotates the token at position p with the base NTK
+gives a context of p + 1: exactly what Hugging Face computes when it decodes token by token (its
+keys keep the rotation they were cached with), precomputed once instead of per step.
 """
 from __future__ import annotations
 
@@ -62,10 +63,7 @@ def inv_frequencies(config: ModelConfig) -> tuple[torch.Tensor, int]:
     if kind == "llama3":
         return _llama3_inv_freq(config, dim), max_pos
     if kind == "dynamic":
-        factor = _scaling_value(config, "factor")
-        longest = int(max_pos * factor)
-        base = config.rope_theta * (factor * longest / max_pos - (factor - 1)) ** (dim / (dim - 2))
-        return _default_inv_freq(base, dim), longest
+        return _default_inv_freq(config.rope_theta, dim), int(max_pos * _scaling_value(config, "factor"))
     raise UnsupportedModelError(f"rope_scaling type {kind!r} is not supported; supported: default, linear, "
                                 "llama3, dynamic")
 
@@ -75,4 +73,12 @@ def cos_sin_cache(config: ModelConfig, device="cpu") -> torch.Tensor:
     inv_freq, positions = inv_frequencies(config)
     t = torch.arange(positions, dtype=torch.float32)
     freqs = torch.outer(t, inv_freq)
+    max_pos = config.max_position_embeddings
+    if rope_type(config) == "dynamic" and positions > max_pos:
+        dim, factor = config.head_dim, _scaling_value(config, "factor")
+        beyond = torch.arange(max_pos, positions)
+        base = config.rope_theta * (factor * (beyond + 1) / max_pos - (factor - 1)) ** (dim / (dim - 2))
+        exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+        inv = 1.0 / (base.double()[:, None] ** exponents.double()[None, :]).float()
+        freqs[max_pos:] = beyond.float()[:, None] * inv
     return torch.cat((freqs.cos(), freqs.sin()), dim=-1).to(device)
