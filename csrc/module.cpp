@@ -1,10 +1,15 @@
-// Entry point of oci_engine._C. Kernel files register themselves through the functions declared
-// in registry.h so that each kernel stays in its own file.
+// Entry point of oci_engine._C. The kernels live in their own files (isa_*.cpp, one per ISA path);
+// dispatch.cpp exposes them.
 #include <pybind11/pybind11.h>
 
 namespace py = pybind11;
 
+namespace oci {
+void register_kernels(py::module_& m);
+}
+
 PYBIND11_MODULE(_C, m) {
     m.doc() = "oci-engine CPU kernels";
     m.def("version", []() { return 1; });
+    oci::register_kernels(m);
 }

@@ -1,0 +1,268 @@
+// Kernels written once in plain C++ and compiled three times (isa_scalar.cpp, isa_avx2.cpp,
+// isa_avx512.cpp): under each `#pragma GCC target` the compiler vectorizes them for that ISA. They
+// are included inside a per-ISA namespace, after the standard headers, so they include nothing.
+// Needs: quant_formats.h, kernel_table.h, <cmath>, <vector>, <algorithm>, <limits>.
+
+// exp() that vectorizes (libm's expf does not without -ffast-math): Cody-Waite reduction and a
+// degree-6 polynomial, max relative error ~2e-7 on [-87, 88]; underflows to 0 below.
+static inline float fast_exp(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float n = std::floor(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, 4);
+    return p * scale;
+}
+
+static void quantize_q8a(const float* x, int K, block_q8a* out) {
+    const int nb = (K + QK - 1) / QK;
+    for (int b = 0; b < nb; ++b) {
+        float buf[QK];
+        const int n = std::min(QK, K - b * QK);
+        for (int i = 0; i < QK; ++i) buf[i] = i < n ? x[b * QK + i] : 0.0f;
+        float amax = 0.0f;
+#pragma omp simd reduction(max : amax)
+        for (int i = 0; i < QK; ++i) amax = std::max(amax, std::fabs(buf[i]));
+        const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        block_q8a& o = out[b];
+        o.d = d;
+        int s0 = 0, s1 = 0;
+#pragma omp simd reduction(+ : s0)
+        for (int i = 0; i < QK / 2; ++i) {
+            const int q = (int)std::nearbyint(buf[i] * id);
+            o.qs[i] = (int8_t)q;
+            s0 += q;
+        }
+#pragma omp simd reduction(+ : s1)
+        for (int i = QK / 2; i < QK; ++i) {
+            const int q = (int)std::nearbyint(buf[i] * id);
+            o.qs[i] = (int8_t)q;
+            s1 += q;
+        }
+        o.sum16[0] = (int16_t)s0;
+        o.sum16[1] = (int16_t)s1;
+    }
+}
+
+// ---- dequantization (the prefill path feeds these to a bf16 GEMM; embeddings use them too) ----
+static void dequant_block(int fmt, const uint8_t* blk, float* y) {
+    switch (fmt) {
+        case 0: {
+            const block_q4_0* b = (const block_q4_0*)blk;
+            const float d = fp16_to_fp32(b->d);
+            for (int i = 0; i < QK / 2; ++i) {
+                y[i] = d * ((b->qs[i] & 0xF) - 8);
+                y[i + QK / 2] = d * ((b->qs[i] >> 4) - 8);
+            }
+            break;
+        }
+        case 1: {
+            const block_q4_1* b = (const block_q4_1*)blk;
+            const float d = fp16_to_fp32(b->d), m = fp16_to_fp32(b->m);
+            for (int i = 0; i < QK / 2; ++i) {
+                y[i] = d * (b->qs[i] & 0xF) + m;
+                y[i + QK / 2] = d * (b->qs[i] >> 4) + m;
+            }
+            break;
+        }
+        case 2: {
+            const block_q8_0* b = (const block_q8_0*)blk;
+            const float d = fp16_to_fp32(b->d);
+            for (int i = 0; i < QK; ++i) y[i] = d * b->qs[i];
+            break;
+        }
+        case 3: {
+            const block_q4_K* b = (const block_q4_K*)blk;
+            const float d = fp16_to_fp32(b->d), dmin = fp16_to_fp32(b->dmin);
+            for (int j = 0; j < 4; ++j) {
+                uint8_t sc0, m0, sc1, m1;
+                q4k_scale_min(2 * j, b->scales, sc0, m0);
+                q4k_scale_min(2 * j + 1, b->scales, sc1, m1);
+                const float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
+                const uint8_t* q = b->qs + 32 * j;
+                for (int i = 0; i < 32; ++i) {
+                    y[64 * j + i] = d0 * (q[i] & 0xF) - mm0;
+                    y[64 * j + 32 + i] = d1 * (q[i] >> 4) - mm1;
+                }
+            }
+            break;
+        }
+        case 4: {
+            const block_q6_K* b = (const block_q6_K*)blk;
+            const float d = fp16_to_fp32(b->d);
+            for (int h = 0; h < 2; ++h) {
+                const uint8_t* ql = b->ql + 64 * h;
+                const uint8_t* qh = b->qh + 32 * h;
+                const int8_t* sc = b->scales + 8 * h;
+                float* yy = y + 128 * h;
+                for (int l = 0; l < 32; ++l) {
+                    const int is = l / 16;
+                    yy[l] = d * sc[is] * (((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+                    yy[l + 32] = d * sc[is + 2] * (((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                    yy[l + 64] = d * sc[is + 4] * (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                    yy[l + 96] = d * sc[is + 6] * (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+                }
+            }
+            break;
+        }
+    }
+}
+
+static const int kFormatTypes[5] = {Q4_0, Q4_1, Q8_0, Q4_K, Q6_K};
+
+template <int FMT>
+static void dequant_rows_f32(const uint8_t* W, size_t w_stride, int r0, int r1, int K, float* out, size_t ld) {
+    const int be = block_elems(kFormatTypes[FMT]), bb = block_bytes(kFormatTypes[FMT]);
+    for (int r = r0; r < r1; ++r)
+        for (int b = 0; b < K / be; ++b) dequant_block(FMT, W + r * w_stride + (size_t)b * bb, out + (size_t)r * ld + b * be);
+}
+
+template <int FMT>
+static void dequant_rows_bf16(const uint8_t* W, size_t w_stride, int r0, int r1, int K, uint16_t* out, size_t ld) {
+    const int be = block_elems(kFormatTypes[FMT]), bb = block_bytes(kFormatTypes[FMT]);
+    float buf[QK_K];
+    for (int r = r0; r < r1; ++r)
+        for (int b = 0; b < K / be; ++b) {
+            dequant_block(FMT, W + r * w_stride + (size_t)b * bb, buf);
+            uint16_t* o = out + (size_t)r * ld + b * be;
+            for (int i = 0; i < be; ++i) o[i] = fp32_to_bf16(buf[i]);
+        }
+}
+
+// ---- normalization, rotary, activation ----
+static void rms_norm(const float* x, const float* w, float* y, int H, float eps) {
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int i = 0; i < H; ++i) ss += x[i] * x[i];
+    const float inv = 1.0f / std::sqrt(ss / H + eps);
+#pragma omp simd
+    for (int i = 0; i < H; ++i) y[i] = x[i] * inv * w[i];
+}
+
+static void add_rms_norm(const float* x, float* residual, const float* w, float* y, int H, float eps) {
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int i = 0; i < H; ++i) {
+        const float r = x[i] + residual[i];
+        residual[i] = r;
+        ss += r * r;
+    }
+    const float inv = 1.0f / std::sqrt(ss / H + eps);
+#pragma omp simd
+    for (int i = 0; i < H; ++i) y[i] = residual[i] * inv * w[i];
+}
+
+static void rotary_neox(float* v, int nheads, int d, const float* cs) {
+    const int h2 = d / 2;
+    const float* c = cs;
+    const float* s = cs + h2;
+    for (int h = 0; h < nheads; ++h) {
+        float* x = v + (size_t)h * d;
+#pragma omp simd
+        for (int i = 0; i < h2; ++i) {
+            const float x1 = x[i], x2 = x[i + h2];
+            x[i] = x1 * c[i] - x2 * s[i];
+            x[i + h2] = x2 * c[i] + x1 * s[i];
+        }
+    }
+}
+
+static void rotary_gptj(float* v, int nheads, int d, const float* cs) {
+    const int h2 = d / 2;
+    const float* c = cs;
+    const float* s = cs + h2;
+    for (int h = 0; h < nheads; ++h) {
+        float* x = v + (size_t)h * d;
+        for (int i = 0; i < h2; ++i) {
+            const float x1 = x[2 * i], x2 = x[2 * i + 1];
+            x[2 * i] = x1 * c[i] - x2 * s[i];
+            x[2 * i + 1] = x2 * c[i] + x1 * s[i];
+        }
+    }
+}
+
+static void silu_mul(const float* gu, float* out, int I) {
+#pragma omp simd
+    for (int i = 0; i < I; ++i) {
+        const float g = gu[i];
+        out[i] = g / (1.0f + fast_exp(-g)) * gu[I + i];
+    }
+}
+
+// ---- paged attention: online softmax over the sequence's blocks, K/V of a block converted to
+// fp32 once and shared by every query row of the GQA group and of the query tile ----
+static void attention(const AttnArgs& a, int t0, int t1, int pos0, int g) {
+    const int d = a.d, group = a.nh / a.nkv, nq = t1 - t0, R = nq * group, bs = a.block_size;
+    std::vector<float> acc((size_t)R * d, 0.0f), mx(R, -std::numeric_limits<float>::infinity()), l(R, 0.0f);
+    std::vector<float> kb((size_t)bs * d), vb((size_t)bs * d), s(bs);
+    const int last = pos0 + nq - 1;
+    const size_t tok_stride = (size_t)a.nkv * d;
+    for (int b = 0; b <= last / bs; ++b) {
+        const int jn = std::min(bs, last + 1 - b * bs);
+        const size_t base = ((size_t)a.block_table[b] * bs) * tok_stride + (size_t)g * d;
+        if (a.cache_bf16) {
+            const uint16_t* kc = (const uint16_t*)a.k_cache + base;
+            const uint16_t* vc = (const uint16_t*)a.v_cache + base;
+            for (int j = 0; j < jn; ++j)
+#pragma omp simd
+                for (int i = 0; i < d; ++i) {
+                    kb[(size_t)j * d + i] = bf16_to_fp32(kc[j * tok_stride + i]);
+                    vb[(size_t)j * d + i] = bf16_to_fp32(vc[j * tok_stride + i]);
+                }
+        } else {
+            const float* kc = (const float*)a.k_cache + base;
+            const float* vc = (const float*)a.v_cache + base;
+            for (int j = 0; j < jn; ++j) {
+                std::memcpy(&kb[(size_t)j * d], kc + j * tok_stride, d * sizeof(float));
+                std::memcpy(&vb[(size_t)j * d], vc + j * tok_stride, d * sizeof(float));
+            }
+        }
+        for (int r = 0; r < R; ++r) {
+            const int t = r / group, h = g * group + r % group;
+            const int valid = std::min(jn, pos0 + t + 1 - b * bs);  // causal: keys up to own position
+            if (valid <= 0) continue;
+            const float* q = a.q + ((size_t)(t0 + t) * a.nh + h) * d;
+            float m = mx[r];
+            for (int j = 0; j < valid; ++j) {
+                const float* k = &kb[(size_t)j * d];
+                float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+                for (int i = 0; i < d; ++i) dot += q[i] * k[i];
+                s[j] = dot * a.scale;
+                m = std::max(m, s[j]);
+            }
+            const float alpha = fast_exp(mx[r] - m);  // exp(-inf) -> 0 on the first block
+            float psum = 0.0f;
+            for (int j = 0; j < valid; ++j) {
+                s[j] = fast_exp(s[j] - m);
+                psum += s[j];
+            }
+            mx[r] = m;
+            l[r] = l[r] * alpha + psum;
+            float* o = &acc[(size_t)r * d];
+#pragma omp simd
+            for (int i = 0; i < d; ++i) o[i] *= alpha;
+            for (int j = 0; j < valid; ++j) {
+                const float p = s[j];
+                const float* v = &vb[(size_t)j * d];
+#pragma omp simd
+                for (int i = 0; i < d; ++i) o[i] += p * v[i];
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        const int t = r / group, h = g * group + r % group;
+        float* o = a.out + ((size_t)(t0 + t) * a.nh + h) * d;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        for (int i = 0; i < d; ++i) o[i] = acc[(size_t)r * d + i] * inv;
+    }
+}

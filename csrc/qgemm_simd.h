@@ -1,0 +1,129 @@
+// Quantized GEMM with 256-bit integer dot products, shared by the AVX2 and AVX-512 paths. The
+// including file defines dot_u8s8(u, s) -> 8 x int32 partial sums of u8 x s8 products
+// (maddubs+madd on AVX2, one vpdpbusd on AVX-512 VNNI). Each weight block is unpacked once and
+// reused for MR activation rows; the raw GGUF blocks are read in place (no repacking, so resident
+// memory stays at the file size).
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+static inline __m256i unpack_nibbles16(const uint8_t* qs) {  // 16 bytes -> 32 codes (lo | hi)
+    const __m128i q = _mm_loadu_si128((const __m128i*)qs);
+    const __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+static inline __m256i load_act(const block_q8a& a) { return _mm256_loadu_si256((const __m256i*)a.qs); }
+
+template <int FMT, int MR>
+static void tile(const uint8_t* w, const block_q8a* A, size_t a_stride, int nblk, float* Y, size_t ldy) {
+    __m256 acc[MR];
+    float corr[MR];
+    for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_ps(), corr[r] = 0.0f;
+    if constexpr (FMT == 0 || FMT == 1) {
+        constexpr int BB = FMT == 0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
+        for (int b = 0; b < nblk; ++b) {
+            const uint8_t* blk = w + (size_t)b * BB;
+            const __m256i q = unpack_nibbles16(blk + (FMT == 0 ? 2 : 4));
+            const float dw = h2f(*(const uint16_t*)blk);
+            const float mw = FMT == 1 ? h2f(*(const uint16_t*)(blk + 2)) : 0.0f;
+            for (int r = 0; r < MR; ++r) {
+                const block_q8a& ab = A[r * a_stride + b];
+                const __m256i dot = dot_u8s8(q, load_act(ab));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * ab.d), acc[r]);
+                const int isum = ab.sum16[0] + ab.sum16[1];
+                corr[r] += (FMT == 0 ? -8.0f * dw : mw) * ab.d * (float)isum;
+            }
+        }
+    } else if constexpr (FMT == 2) {
+        const block_q8_0* bw = (const block_q8_0*)w;
+        for (int b = 0; b < nblk; ++b) {
+            const __m256i q = _mm256_loadu_si256((const __m256i*)bw[b].qs);
+            const __m256i qa = _mm256_abs_epi8(q);
+            const float dw = h2f(bw[b].d);
+            for (int r = 0; r < MR; ++r) {
+                const block_q8a& ab = A[r * a_stride + b];
+                const __m256i dot = dot_u8s8(qa, _mm256_sign_epi8(load_act(ab), q));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * ab.d), acc[r]);
+            }
+        }
+    } else if constexpr (FMT == 3) {
+        const block_q4_K* bw = (const block_q4_K*)w;
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
+        for (int sb = 0; sb < nblk / 8; ++sb) {
+            const float d = h2f(bw[sb].d), dmin = h2f(bw[sb].dmin);
+            for (int j = 0; j < 4; ++j) {
+                const __m256i v = _mm256_loadu_si256((const __m256i*)(bw[sb].qs + 32 * j));
+                const __m256i q0 = _mm256_and_si256(v, m4), q1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                uint8_t sc0, mn0, sc1, mn1;
+                q4k_scale_min(2 * j, bw[sb].scales, sc0, mn0);
+                q4k_scale_min(2 * j + 1, bw[sb].scales, sc1, mn1);
+                const float ds0 = d * sc0, ds1 = d * sc1, dm0 = dmin * mn0, dm1 = dmin * mn1;
+                for (int r = 0; r < MR; ++r) {
+                    const block_q8a& a0 = A[r * a_stride + sb * 8 + 2 * j];
+                    const block_q8a& a1 = A[r * a_stride + sb * 8 + 2 * j + 1];
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(q0, load_act(a0))), _mm256_set1_ps(ds0 * a0.d), acc[r]);
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(q1, load_act(a1))), _mm256_set1_ps(ds1 * a1.d), acc[r]);
+                    corr[r] -= dm0 * a0.d * (float)(a0.sum16[0] + a0.sum16[1]) + dm1 * a1.d * (float)(a1.sum16[0] + a1.sum16[1]);
+                }
+            }
+        }
+    } else {
+        const block_q6_K* bw = (const block_q6_K*)w;
+        const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+        for (int sb = 0; sb < nblk / 8; ++sb) {
+            const float d = h2f(bw[sb].d);
+            for (int h = 0; h < 2; ++h) {
+                const __m256i L0 = _mm256_loadu_si256((const __m256i*)(bw[sb].ql + 64 * h));
+                const __m256i L1 = _mm256_loadu_si256((const __m256i*)(bw[sb].ql + 64 * h + 32));
+                const __m256i H = _mm256_loadu_si256((const __m256i*)(bw[sb].qh + 32 * h));
+                __m256i q[4];
+                q[0] = _mm256_or_si256(_mm256_and_si256(L0, m4), _mm256_slli_epi16(_mm256_and_si256(H, m2), 4));
+                q[1] = _mm256_or_si256(_mm256_and_si256(L1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m2), 4));
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m2), 4));
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m2), 4));
+                const int8_t* sc = bw[sb].scales + 8 * h;
+                for (int k = 0; k < 4; ++k) {
+                    // lanes 0-3 hold elements 0..15 (scale sc[2k]), lanes 4-7 elements 16..31 (sc[2k+1])
+                    const __m256 ws = _mm256_set_m128(_mm_set1_ps(d * sc[2 * k + 1]), _mm_set1_ps(d * sc[2 * k]));
+                    for (int r = 0; r < MR; ++r) {
+                        const block_q8a& ab = A[r * a_stride + sb * 8 + 4 * h + k];
+                        const __m256 s = _mm256_mul_ps(ws, _mm256_set1_ps(ab.d));
+                        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(q[k], load_act(ab))), s, acc[r]);
+                        corr[r] -= 32.0f * d * ab.d * (float)(sc[2 * k] * ab.sum16[0] + sc[2 * k + 1] * ab.sum16[1]);
+                    }
+                }
+            }
+        }
+    }
+    for (int r = 0; r < MR; ++r) Y[r * ldy] = hsum(acc[r]) + corr[r];
+}
+
+// Weight rows are walked in chunks small enough to stay in L1/L2 while every activation row tile
+// passes over them, so prefill-sized M does not re-stream the weights from memory per tile.
+template <int FMT>
+static void gemm(const uint8_t* W, size_t w_stride, int n0, int n1, const block_q8a* A, size_t a_stride, int M,
+                 int nblk, float* Y, size_t ldy) {
+    constexpr int MR = 4, NC = 16;
+    for (int nc = n0; nc < n1; nc += NC) {
+        const int ne = std::min(n1, nc + NC);
+        int m = 0;
+        for (; m + MR <= M; m += MR)
+            for (int n = nc; n < ne; ++n) tile<FMT, MR>(W + n * w_stride, A + m * a_stride, a_stride, nblk, Y + m * ldy + n, ldy);
+        for (int n = nc; n < ne; ++n) {
+            const uint8_t* w = W + n * w_stride;
+            switch (M - m) {
+                case 3: tile<FMT, 3>(w, A + m * a_stride, a_stride, nblk, Y + m * ldy + n, ldy); break;
+                case 2: tile<FMT, 2>(w, A + m * a_stride, a_stride, nblk, Y + m * ldy + n, ldy); break;
+                case 1: tile<FMT, 1>(w, A + m * a_stride, a_stride, nblk, Y + m * ldy + n, ldy); break;
+                default: break;
+            }
+        }
+    }
+}
