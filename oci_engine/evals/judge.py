@@ -22,11 +22,10 @@ def verdict_program(task: Task, completion: str) -> CheckProgram:
     return wrap(task.check_program(completion))
 
 
-def feedback_program(task: Task, completion: str, public: bool) -> CheckProgram | None:
+def feedback_program(task: Task, completion: str, public: bool) -> CheckProgram:
     """The program whose failure explains itself: the hidden tests (oracle) or only the examples
-    from the task's own prompt (public); None when public examples do not exist."""
-    if public and not task.public_tests:
-        return None
+    from the task's own prompt (public)."""
+    # Without examples the solution still runs on its own: errors on definition are fair game.
     tests = task.setup + "\n" + "\n".join(task.public_tests) + "\n" if public else task.test
     solution = task.prompt + completion + "\n"
     return wrap(solution + instrument_tests(tests, task.entry_point), feedback=True, limit=FEEDBACK_LIMIT,
@@ -46,14 +45,20 @@ def read_verdict(program: CheckProgram, ex: Execution) -> Verdict:
     return Verdict(result == "passed", result, str(report.get("feedback", "")))
 
 
+def run_checks(executor: Executor, programs: list[CheckProgram], on_done=None) -> list[Verdict]:
+    """Run the programs concurrently on the executor; verdicts in the programs' order."""
+    futures = [executor.submit(p.code) for p in programs]
+    verdicts = []
+    for program, future in zip(programs, futures):
+        verdicts.append(read_verdict(program, future.result()))
+        if on_done is not None:
+            on_done()
+    return verdicts
+
+
 def judge(executor: Executor, task: Task, completion: str) -> Verdict:
-    program = verdict_program(task, completion)
-    return read_verdict(program, executor.run(program.code))
+    return run_checks(executor, [verdict_program(task, completion)])[0]
 
 
-def explain(executor: Executor, task: Task, completion: str, public: bool) -> Verdict | None:
-    """Run the feedback program; None when there is nothing the model may be shown."""
-    program = feedback_program(task, completion, public)
-    if program is None:
-        return None
-    return read_verdict(program, executor.run(program.code))
+def explain(executor: Executor, task: Task, completion: str, public: bool) -> Verdict:
+    return run_checks(executor, [feedback_program(task, completion, public)])[0]
