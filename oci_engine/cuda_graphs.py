@@ -1,0 +1,91 @@
+"""CUDA graphs for the decode step: capture once per batch-size bucket, then replay.
+
+A decode step of a small model is dozens of tiny kernel launches whose CPU-side launch cost exceeds
+their GPU time; a captured graph replays them all with one launch. A graph fixes every tensor
+address and shape, so the step runs over static buffers: each call copies the live batch into the
+leading rows (and columns) of those buffers, fills the rows up to the bucket's size with padding
+values that make the padded rows harmless (slot -1: no KV write; seq_len 0: empty attention), and
+replays the graph captured for that bucket. Batches larger than the largest bucket run eagerly.
+
+The engine owns what the step means: `step(views)` gets a dict of the static buffers cut to the
+bucket's batch size and returns the output tensor (e.g. logits); anything not batch-shaped that it
+needs (the KV caches, an arange for query_start_loc) it keeps itself, at fixed addresses.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Callable, Mapping
+
+from oci_engine.errors import BackendError
+
+# vLLM-like buckets: every size up to 4, then coarser steps (padding waste stays under ~33%)
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+
+
+def pick_batch_size(n: int, sizes) -> int | None:
+    """The smallest captured batch size that holds n rows, or None when n exceeds them all."""
+    sizes = sorted(sizes)
+    i = bisect_left(sizes, n)
+    return sizes[i] if i < len(sizes) else None
+
+
+class DecodeGraphs:
+    def __init__(self, step: Callable[[dict], "object"], buffers: Mapping[str, "object"],
+                 pad: Mapping[str, float] | None = None, batch_sizes=DEFAULT_BATCH_SIZES):
+        """buffers: name -> CUDA tensor whose first dimension (the batch) holds max(batch_sizes) rows."""
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendError("CUDA graphs need a CUDA GPU; run the decode step eagerly on this machine")
+        self.batch_sizes = sorted(set(int(b) for b in batch_sizes))
+        for name, buf in buffers.items():
+            if not buf.is_cuda or buf.shape[0] < self.batch_sizes[-1]:
+                raise ValueError(f"static buffer {name!r} must be a CUDA tensor with at least "
+                                 f"{self.batch_sizes[-1]} rows (the largest batch size); got {tuple(buf.shape)} "
+                                 f"on {buf.device}")
+        self.step, self.buffers, self.pad = step, dict(buffers), dict(pad or {})
+        self.graphs: dict[int, tuple] = {}
+        self.pool = None
+
+    def _views(self, bs: int) -> dict:
+        return {name: buf[:bs] for name, buf in self.buffers.items()}
+
+    def capture(self) -> "DecodeGraphs":
+        import torch
+
+        # Largest first: its memory pool is then big enough for every smaller graph that shares it.
+        for bs in reversed(self.batch_sizes):
+            views = self._views(bs)
+            for name, v in views.items():
+                v.fill_(self.pad.get(name, 0))
+            # One eager run on a side stream first: Triton compiles and cuBLAS picks its algorithms
+            # outside the capture (neither may happen inside one).
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.step(views)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                out = self.step(views)
+            self.pool = graph.pool()
+            self.graphs[bs] = (graph, out)
+        torch.cuda.synchronize()
+        return self
+
+    def __call__(self, inputs: Mapping[str, "object"]):
+        """Run the step on a live batch; the result is a view of a static buffer, valid until the next call."""
+        if set(inputs) != set(self.buffers):
+            raise ValueError(f"decode graph inputs must be exactly {sorted(self.buffers)}; got {sorted(inputs)}")
+        n = next(iter(inputs.values())).shape[0]
+        bs = pick_batch_size(n, self.graphs) if self.graphs else None
+        if bs is None:
+            return self.step(dict(inputs))
+        for name, x in inputs.items():
+            buf = self.buffers[name]
+            buf[(slice(0, n),) + tuple(slice(0, s) for s in x.shape[1:])].copy_(x, non_blocking=True)
+            if bs > n:
+                buf[n:bs].fill_(self.pad.get(name, 0))
+        graph, out = self.graphs[bs]
+        graph.replay()
+        return out[:n]
