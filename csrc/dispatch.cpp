@@ -127,23 +127,25 @@ void rms_norm(uintptr_t x, uintptr_t w, uintptr_t y, int rows, int H, float eps)
     for (int r = 0; r < rows; ++r) t.rms_norm(ptr<float>(x) + r * H, ptr<float>(w), ptr<float>(y) + r * H, H, eps);
 }
 
-void add_rms_norm(uintptr_t x, uintptr_t res, uintptr_t w, uintptr_t y, int rows, int H, float eps) {
+void add_rms_norm(uintptr_t x, uintptr_t res, uintptr_t sum, uintptr_t w, uintptr_t y, int rows, int H, float eps) {
     const KernelTable& t = T();
 #pragma omp parallel for num_threads(threads_for((double)rows * H, 1 << 15)) schedule(static)
     for (int r = 0; r < rows; ++r)
-        t.add_rms_norm(ptr<float>(x) + r * H, ptr<float>(res) + r * H, ptr<float>(w), ptr<float>(y) + r * H, H, eps);
+        t.add_rms_norm(ptr<float>(x) + r * H, ptr<float>(res) + r * H, ptr<float>(sum) + r * H, ptr<float>(w),
+                       ptr<float>(y) + r * H, H, eps);
 }
 
-void rotary(uintptr_t q, uintptr_t k, int T_, int nh, int nkv, int d, uintptr_t positions, uintptr_t cos_sin,
-            size_t cs_stride, bool neox) {
+// q/k rows may be strided views (slices of the fused qkv output); outputs are contiguous.
+void rotary(uintptr_t q, size_t q_stride, uintptr_t k, size_t k_stride, uintptr_t q_out, uintptr_t k_out, int T_, int nh,
+            int nkv, int d, uintptr_t positions, uintptr_t cos_sin, size_t cs_stride, bool neox) {
     const KernelTable& t = T();
     const auto fn = neox ? t.rotary_neox : t.rotary_gptj;
     const int64_t* pos = ptr<const int64_t>(positions);
 #pragma omp parallel for num_threads(threads_for((double)T_ * (nh + nkv) * d, 1 << 15)) schedule(static)
     for (int i = 0; i < T_; ++i) {
         const float* cs = ptr<const float>(cos_sin) + pos[i] * cs_stride;
-        fn(ptr<float>(q) + (size_t)i * nh * d, nh, d, cs);
-        fn(ptr<float>(k) + (size_t)i * nkv * d, nkv, d, cs);
+        fn(ptr<const float>(q) + i * q_stride, ptr<float>(q_out) + (size_t)i * nh * d, nh, d, cs);
+        fn(ptr<const float>(k) + i * k_stride, ptr<float>(k_out) + (size_t)i * nkv * d, nkv, d, cs);
     }
 }
 
@@ -153,11 +155,12 @@ void silu_mul(uintptr_t gu, uintptr_t out, int rows, int I) {
     for (int r = 0; r < rows; ++r) t.silu_mul(ptr<float>(gu) + (size_t)r * 2 * I, ptr<float>(out) + (size_t)r * I, I);
 }
 
-void write_kv(uintptr_t k, uintptr_t v, uintptr_t kc, uintptr_t vc, uintptr_t slots, int T_, int row, bool bf16_cache) {
+void write_kv(uintptr_t k, size_t k_stride, uintptr_t v, size_t v_stride, uintptr_t kc, uintptr_t vc, uintptr_t slots,
+              int T_, int row, bool bf16_cache) {
     const int64_t* s = ptr<const int64_t>(slots);
     for (int i = 0; i < T_; ++i) {
-        const float* ks = ptr<const float>(k) + (size_t)i * row;
-        const float* vs = ptr<const float>(v) + (size_t)i * row;
+        const float* ks = ptr<const float>(k) + i * k_stride;
+        const float* vs = ptr<const float>(v) + i * v_stride;
         if (s[i] < 0) continue;  // padding slot
         if (bf16_cache) {
             uint16_t* kd = ptr<uint16_t>(kc) + s[i] * row;

@@ -38,11 +38,11 @@ struct KernelTable {
     DequantF32Fn dequant_f32[5];   // order: q4_0, q4_1, q8_0, q4_K, q6_K
     DequantBF16Fn dequant_bf16[5];
     void (*rms_norm)(const float* x, const float* w, float* y, int H, float eps);
-    // r = x + residual (written back to residual), y = rms_norm(r) * w
-    void (*add_rms_norm)(const float* x, float* residual, const float* w, float* y, int H, float eps);
-    // neox layout: pairs (i, i + d/2); cs = [cos(d/2) | sin(d/2)] of this position
-    void (*rotary_neox)(float* v, int nheads, int d, const float* cs);
-    void (*rotary_gptj)(float* v, int nheads, int d, const float* cs);
+    // sum = x + residual, y = rms_norm(sum) * w
+    void (*add_rms_norm)(const float* x, const float* residual, float* sum, const float* w, float* y, int H, float eps);
+    // neox layout: pairs (i, i + d/2); gptj: pairs (2i, 2i + 1); cs = [cos(d/2) | sin(d/2)] of this position
+    void (*rotary_neox)(const float* src, float* dst, int nheads, int d, const float* cs);
+    void (*rotary_gptj)(const float* src, float* dst, int nheads, int d, const float* cs);
     void (*silu_mul)(const float* gu, float* out, int I);
     AttnFn attention;
 };

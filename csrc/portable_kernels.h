@@ -148,44 +148,46 @@ static void rms_norm(const float* x, const float* w, float* y, int H, float eps)
     for (int i = 0; i < H; ++i) y[i] = x[i] * inv * w[i];
 }
 
-static void add_rms_norm(const float* x, float* residual, const float* w, float* y, int H, float eps) {
+static void add_rms_norm(const float* x, const float* residual, float* sum, const float* w, float* y, int H, float eps) {
     float ss = 0.0f;
 #pragma omp simd reduction(+ : ss)
     for (int i = 0; i < H; ++i) {
         const float r = x[i] + residual[i];
-        residual[i] = r;
+        sum[i] = r;
         ss += r * r;
     }
     const float inv = 1.0f / std::sqrt(ss / H + eps);
 #pragma omp simd
-    for (int i = 0; i < H; ++i) y[i] = residual[i] * inv * w[i];
+    for (int i = 0; i < H; ++i) y[i] = sum[i] * inv * w[i];
 }
 
-static void rotary_neox(float* v, int nheads, int d, const float* cs) {
+static void rotary_neox(const float* src, float* dst, int nheads, int d, const float* cs) {
     const int h2 = d / 2;
     const float* c = cs;
     const float* s = cs + h2;
     for (int h = 0; h < nheads; ++h) {
-        float* x = v + (size_t)h * d;
+        const float* x = src + (size_t)h * d;
+        float* o = dst + (size_t)h * d;
 #pragma omp simd
         for (int i = 0; i < h2; ++i) {
             const float x1 = x[i], x2 = x[i + h2];
-            x[i] = x1 * c[i] - x2 * s[i];
-            x[i + h2] = x2 * c[i] + x1 * s[i];
+            o[i] = x1 * c[i] - x2 * s[i];
+            o[i + h2] = x2 * c[i] + x1 * s[i];
         }
     }
 }
 
-static void rotary_gptj(float* v, int nheads, int d, const float* cs) {
+static void rotary_gptj(const float* src, float* dst, int nheads, int d, const float* cs) {
     const int h2 = d / 2;
     const float* c = cs;
     const float* s = cs + h2;
     for (int h = 0; h < nheads; ++h) {
-        float* x = v + (size_t)h * d;
+        const float* x = src + (size_t)h * d;
+        float* o = dst + (size_t)h * d;
         for (int i = 0; i < h2; ++i) {
             const float x1 = x[2 * i], x2 = x[2 * i + 1];
-            x[2 * i] = x1 * c[i] - x2 * s[i];
-            x[2 * i + 1] = x2 * c[i] + x1 * s[i];
+            o[2 * i] = x1 * c[i] - x2 * s[i];
+            o[2 * i + 1] = x2 * c[i] + x1 * s[i];
         }
     }
 }

@@ -1,0 +1,122 @@
+"""The `cpu` op table: C++ kernels from csrc/ (oci_engine._C) for float32 activations.
+
+Quantized GGUF weights run through integer GEMMs in their own block format (cpu_linear.py).
+Norms, rotary, SiLU-and-mul, the KV write and paged attention are single C++ calls that split
+their rows across OpenMP threads. The extension is built against the same libgomp soname as
+torch and imported after torch, so both share one OpenMP runtime and one thread count
+(torch.set_num_threads governs both); nothing here spawns threads of its own.
+
+Inputs these kernels do not cover (non-float32 activations, other cache dtypes) fall back to the
+torch reference backend op by op, so a model in bf16 still runs, only slower.
+"""
+from __future__ import annotations
+
+import torch
+
+from oci_engine import _C
+from oci_engine.attention_metadata import AttentionMetadata
+from oci_engine.ops import Ops
+from oci_engine.ops import torch_backend as ref
+from oci_engine.ops.cpu_linear import embedding, linear, prepare_linear
+
+_F32 = torch.float32
+
+
+def _rows_ok(t: torch.Tensor) -> bool:
+    """Float32 with unit stride in the last dim and dense leading dims (rows may be strided)."""
+    return t.dtype == _F32 and t.stride(-1) == 1
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.dtype != _F32 or weight.dtype != _F32:
+        return ref.rms_norm(x, weight, eps)
+    x = x.contiguous()
+    H = x.shape[-1]
+    y = torch.empty_like(x)
+    _C.rms_norm(x.data_ptr(), weight.contiguous().data_ptr(), y.data_ptr(), x.numel() // H, H, float(eps))
+    return y
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float):
+    if x.dtype != _F32 or residual.dtype != _F32 or weight.dtype != _F32:
+        return ref.add_rms_norm(x, residual, weight, eps)
+    x, residual = x.contiguous(), residual.contiguous()
+    H = x.shape[-1]
+    y, s = torch.empty_like(x), torch.empty_like(x)
+    _C.add_rms_norm(x.data_ptr(), residual.data_ptr(), s.data_ptr(), weight.contiguous().data_ptr(), y.data_ptr(),
+                    x.numel() // H, H, float(eps))
+    return y, s
+
+
+def rotary(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor):
+    """neox layout (what the loader's un-permuted q/k use); q/k may be row-strided slices of qkv."""
+    T, nh, d = q.shape
+    nkv = k.shape[1]
+    if not (q.dtype == k.dtype == cos_sin.dtype == _F32) or q.stride(2) != 1 or q.stride(1) != d \
+            or k.stride(2) != 1 or k.stride(1) != d or cos_sin.stride(1) != 1 or cos_sin.shape[1] != d:
+        return ref.rotary(q, k, positions, cos_sin)
+    pos = positions.to(torch.int64).contiguous()
+    if T and (int(pos.max()) >= cos_sin.shape[0] or int(pos.min()) < 0):
+        raise IndexError(f"rotary: a position is outside the cos/sin table (0..{cos_sin.shape[0] - 1})")
+    qo, ko = torch.empty(T, nh, d), torch.empty(T, nkv, d)
+    _C.rotary(q.data_ptr(), q.stride(0), k.data_ptr(), k.stride(0), qo.data_ptr(), ko.data_ptr(), T, nh, nkv, d,
+              pos.data_ptr(), cos_sin.data_ptr(), cos_sin.stride(0), True)
+    return qo, ko
+
+
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    if gate_up.dtype != _F32:
+        return ref.silu_and_mul(gate_up)
+    gate_up = gate_up.contiguous()
+    I2 = gate_up.shape[-1]
+    out = torch.empty(*gate_up.shape[:-1], I2 // 2)
+    _C.silu_mul(gate_up.data_ptr(), out.data_ptr(), gate_up.numel() // I2, I2 // 2)
+    return out
+
+
+def _cache_ok(c: torch.Tensor) -> bool:
+    return c.dtype in (_F32, torch.bfloat16) and c.is_contiguous()
+
+
+def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+             slot_mapping: torch.Tensor) -> None:
+    T, nkv, d = k.shape
+    if not (_cache_ok(k_cache) and k_cache.dtype == v_cache.dtype and v_cache.is_contiguous()
+            and _rows_ok(k) and _rows_ok(v) and k.stride(1) == d and v.stride(1) == d):
+        return ref.write_kv(k, v, k_cache, v_cache, slot_mapping)
+    slots = slot_mapping.to(torch.int64).contiguous()
+    if T and int(slots.max()) >= k_cache.shape[0] * k_cache.shape[1]:
+        raise IndexError("write_kv: a slot is outside the KV cache; the block table and cache disagree")
+    _C.write_kv(k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0), k_cache.data_ptr(), v_cache.data_ptr(),
+                slots.data_ptr(), T, nkv * d, k_cache.dtype == torch.bfloat16)
+
+
+def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
+              scale: float) -> torch.Tensor:
+    if q.dtype != _F32 or not (_cache_ok(k_cache) and v_cache.dtype == k_cache.dtype and v_cache.is_contiguous()):
+        return ref.attention(q, k_cache, v_cache, meta, scale)
+    T, nh, d = q.shape
+    q = q.contiguous()
+    out = torch.empty_like(q)
+    starts = meta.query_start_loc_list or meta.query_start_loc.tolist()
+    lens = meta.seq_lens_list or meta.seq_lens.tolist()
+    bt = meta.block_tables
+    if bt.dtype != torch.int32 or not bt.is_contiguous():
+        bt = bt.to(torch.int32).contiguous()
+    _C.attention(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.dtype == torch.bfloat16, bt.data_ptr(),
+                 bt.shape[1], starts, lens, nh, k_cache.shape[2], d, k_cache.shape[1], float(scale), out.data_ptr())
+    return out
+
+
+OPS = Ops(
+    name="cpu",
+    prepare_linear=prepare_linear,
+    linear=linear,
+    embedding=embedding,
+    rms_norm=rms_norm,
+    add_rms_norm=add_rms_norm,
+    rotary=rotary,
+    silu_and_mul=silu_and_mul,
+    write_kv=write_kv,
+    attention=attention,
+)

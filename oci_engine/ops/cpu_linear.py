@@ -1,0 +1,110 @@
+"""Linear layers of the `cpu` backend: GGUF weights stay in their block format and run through the
+C++ integer GEMM (oci_engine._C); dense weights go to torch.
+
+Two paths for a quantized weight, chosen by the number of rows in the call:
+- up to PREFILL_MIN_ROWS rows (decode, batched decode, short chunks): activations are quantized to
+  int8 blocks once per row and dotted with the raw blocks (no copy, resident memory = file size);
+- more rows (prefill): the weight is dequantized to bf16 for this call only and multiplied by
+  torch (oneDNN), whose blocked GEMM wins once the weight is reused across enough rows. The
+  threshold was measured with bench/decode.py's kernel sweep on the development machine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from oci_engine import _C  # noqa: E402  (torch first: the extension then shares torch's OpenMP runtime)
+from oci_engine.errors import UnsupportedModelError
+
+# ggml type ids with a C++ kernel (gguf.GGMLQuantizationType values)
+KERNEL_TYPES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0", 12: "Q4_K", 14: "Q6_K"}
+BLOCK_ELEMS = {2: 32, 3: 32, 8: 32, 12: 256, 14: 256}
+PREFILL_MIN_ROWS = 64
+
+
+@dataclass(slots=True)
+class QuantLinear:
+    """A [out_features, in_features] weight as raw GGUF blocks, one row per output feature."""
+    ggml_type: int
+    out_features: int
+    in_features: int
+    data: np.ndarray  # uint8 [out_features, row_bytes], rows contiguous
+    address: int
+    row_stride: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.out_features, self.in_features)
+
+    @classmethod
+    def from_quant_tensor(cls, qt) -> "QuantLinear":
+        data = np.asarray(qt.data)
+        if data.ndim != 2 or data.dtype != np.uint8:
+            raise UnsupportedModelError(f"quantized weight of shape {qt.shape} is not a uint8 block matrix "
+                                        f"(got {data.dtype} {data.shape}); the loader handed over a malformed tensor")
+        if data.strides[1] != 1:
+            data = np.ascontiguousarray(data)
+        return cls(qt.ggml_type, qt.shape[0], qt.shape[1], data, data.__array_interface__["data"][0], data.strides[0])
+
+    def dequantize(self, dtype=torch.float32, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """All rows (or the rows `rows` picks) as a dense tensor, via the C++ dequantizer."""
+        bf16 = dtype == torch.bfloat16
+        n = self.out_features if rows is None else rows.numel()
+        out = torch.empty(n, self.in_features, dtype=torch.bfloat16 if bf16 else torch.float32)
+        ids = 0
+        if rows is not None:
+            rows = rows.reshape(-1).to(torch.int64).contiguous()
+            if n and (int(rows.min()) < 0 or int(rows.max()) >= self.out_features):
+                raise IndexError(f"row index out of range for a weight with {self.out_features} rows")
+            ids = rows.data_ptr()
+        _C.dequant(self.address, self.row_stride, self.ggml_type, n, self.in_features, out.data_ptr(), bf16, ids,
+                   self.in_features)
+        return out if out.dtype == dtype else out.to(dtype)
+
+
+def prepare_linear(weight, dtype=torch.float32, device="cpu"):
+    """QuantLinear for a GGUF weight with a kernel; a dense fp32 (or model-dtype) tensor otherwise."""
+    if isinstance(weight, torch.Tensor):
+        return weight.to(device=device, dtype=dtype).contiguous()
+    if weight.ggml_type in KERNEL_TYPES and weight.shape[1] % BLOCK_ELEMS[weight.ggml_type] == 0:
+        return QuantLinear.from_quant_tensor(weight)
+    # F16/BF16/F32 blocks or a format without a kernel (Q5_K, IQ*): dense, dequantized once
+    return weight.dequantize(torch.float32).to(device=device, dtype=dtype).contiguous()
+
+
+def quant_matmul(x2: torch.Tensor, w: QuantLinear) -> torch.Tensor:
+    """x2 [M, in] float32 with unit stride along in -> [M, out] float32 through the int8 kernels."""
+    M = x2.shape[0]
+    y = torch.empty(M, w.out_features, dtype=torch.float32)
+    if M:
+        _C.gemm(w.address, w.row_stride, w.ggml_type, w.out_features, w.in_features, x2.data_ptr(), M,
+                x2.stride(0), y.data_ptr(), w.out_features)
+    return y
+
+
+def linear(x: torch.Tensor, handle, bias: torch.Tensor | None = None) -> torch.Tensor:
+    if isinstance(handle, torch.Tensor):
+        return F.linear(x, handle, bias)
+    if x.shape[-1] != handle.in_features:
+        raise ValueError(f"linear: input has {x.shape[-1]} features, weight expects {handle.in_features}")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, handle.in_features)
+    if x2.shape[0] >= PREFILL_MIN_ROWS:
+        y = torch.mm(x2.to(torch.bfloat16), handle.dequantize(torch.bfloat16).t()).float()
+    else:
+        if x2.dtype != torch.float32 or x2.stride(-1) != 1:
+            x2 = x2.float().contiguous()
+        y = quant_matmul(x2, handle)
+    if bias is not None:
+        y += bias
+    y = y.reshape(*lead, handle.out_features)
+    return y if y.dtype == x.dtype else y.to(x.dtype)
+
+
+def embedding(ids: torch.Tensor, handle) -> torch.Tensor:
+    if isinstance(handle, torch.Tensor):
+        return F.embedding(ids, handle)
+    return handle.dequantize(torch.float32, rows=ids).reshape(*ids.shape, handle.in_features)
