@@ -94,9 +94,10 @@ def check_tensors(config: ModelConfig, tensors: dict[str, Weight], source: Path)
             f"{source} holds {len(unexpected)} tensor(s) its config does not account for, e.g. "
             f"{', '.join(sorted(unexpected)[:4])}; config.json (num_hidden_layers, architecture, biases) "
             "does not match the weights")
-    for name, t in tensors.items():
-        want = required.get(name) or optional[name]
-        got = tuple(t.shape)
+    for name, want in (required | optional).items():  # in model order: the first mismatch is the telling one
+        if name not in tensors:
+            continue
+        got = tuple(tensors[name].shape)
         if got != want:
             raise ModelFormatError(
                 f"{source}: tensor {name} has shape {list(got)} but the config implies {list(want)} "
