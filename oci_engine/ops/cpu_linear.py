@@ -17,7 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from oci_engine import _C  # noqa: E402  (torch first: the extension then shares torch's OpenMP runtime)
-from oci_engine.errors import UnsupportedModelError
+from oci_engine.errors import BackendError, UnsupportedModelError
+
+try:
+    _C.isa()  # resolves OCI_ENGINE_ISA now, so a bad value fails at backend selection
+except ValueError as e:
+    raise BackendError(f"OCI_ENGINE_ISA: {e}; unset it to pick the fastest path automatically") from e
 
 # ggml type ids with a C++ kernel (gguf.GGMLQuantizationType values)
 KERNEL_TYPES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0", 12: "Q4_K", 14: "Q6_K"}
