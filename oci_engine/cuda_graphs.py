@@ -89,3 +89,34 @@ class DecodeGraphs:
         graph, out = self.graphs[bs]
         graph.replay()
         return out[:n]
+
+
+def model_decode_graphs(model, kv_caches: list, max_blocks_per_seq: int, batch_sizes=DEFAULT_BATCH_SIZES,
+                        device="cuda") -> DecodeGraphs:
+    """Captured decode steps of a model (forward + logits of the one new token per sequence).
+
+    Call the result with input_ids, positions, slot_mapping [B] int64, seq_lens [B] int32 and
+    block_tables [B, <= max_blocks_per_seq] int32 (all on the GPU); it returns logits [B, V].
+    """
+    import torch
+
+    from oci_engine.attention_metadata import AttentionMetadata
+
+    rows = max(batch_sizes)
+    block_size = kv_caches[0][0].shape[1]
+    i64, i32 = dict(dtype=torch.int64, device=device), dict(dtype=torch.int32, device=device)
+    buffers = dict(input_ids=torch.zeros(rows, **i64), positions=torch.zeros(rows, **i64),
+                   slot_mapping=torch.zeros(rows, **i64), seq_lens=torch.zeros(rows, **i32),
+                   block_tables=torch.zeros(rows, max_blocks_per_seq, **i32))
+    query_start_loc = torch.arange(rows + 1, **i32)  # one new token per sequence, at a fixed address
+
+    def step(x):
+        n = x["input_ids"].shape[0]
+        meta = AttentionMetadata(slot_mapping=x["slot_mapping"], query_start_loc=query_start_loc[:n + 1],
+                                 seq_lens=x["seq_lens"], block_tables=x["block_tables"], max_query_len=1,
+                                 max_seq_len=max_blocks_per_seq * block_size, is_decode=True)
+        hidden = model.forward(x["input_ids"], x["positions"], kv_caches, meta)
+        return model.compute_logits(hidden)
+
+    # padded rows write no KV (slot -1) and attend to nothing (seq_len 0)
+    return DecodeGraphs(step, buffers, pad={"slot_mapping": -1}, batch_sizes=batch_sizes).capture()
