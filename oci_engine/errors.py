@@ -39,3 +39,15 @@ class BackendError(OCIEngineError, RuntimeError):
 
 class EvalDataError(OCIEngineError, ValueError):
     """A benchmark data or samples file that is missing or not in the expected format."""
+
+
+class SandboxError(OCIEngineError, RuntimeError):
+    """The code sandbox could not do what was asked (helper failed to start, session gone)."""
+
+
+class SessionClosedError(SandboxError):
+    """A sandbox session that was closed or expired was used again."""
+
+
+class TooManySessionsError(SandboxError):
+    """More live sandbox sessions than the Sandbox's max_sessions."""
