@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -44,11 +45,7 @@ class PieceTable:
         decoder = json.loads(backend.decoder.__getstate__()) if backend.decoder is not None else None
         kind, strip, byte_fallback = _decoder_kind(decoder)
         if kind == "byte_level":
-            from oci_engine.vocab_builders import byte_alphabet
-
-            to_byte = {c: b for b, c in byte_alphabet().items()}
-            pieces = [None if t is None else b"".join(
-                bytes([to_byte[c]]) if c in to_byte else c.encode("utf-8") for c in t) for t in tokens]
+            pieces = [None if t is None else _byte_level_bytes(t) for t in tokens]
         elif kind == "sentencepiece":
             pieces = []
             for t in tokens:
@@ -57,6 +54,30 @@ class PieceTable:
         else:
             pieces = []
         return cls(kind, pieces, special, strip)
+
+
+def _byte_level_bytes(token: str) -> bytes:
+    """The bytes a token spelled in the byte alphabet stands for. A character outside the alphabet
+    stands for its own UTF-8 bytes, as in the ByteLevel decoder."""
+    fast, to_byte = _byte_maps()
+    try:
+        return token.translate(fast).encode("latin-1")
+    except UnicodeEncodeError:  # a character beyond U+00FF outside the alphabet (added tokens)
+        return b"".join(bytes([to_byte[c]]) if c in to_byte else c.encode("utf-8") for c in token)
+
+
+@lru_cache(maxsize=1)
+def _byte_maps() -> tuple[dict[int, str], dict[str, int]]:
+    from oci_engine.vocab_builders import byte_alphabet
+
+    to_byte = {c: b for b, c in byte_alphabet().items()}
+    # str.translate to Latin-1 characters, one per byte; the non-alphabet characters U+0080..U+00FF
+    # become their two UTF-8 bytes (ASCII ones already are their own byte).
+    fast: dict[int, str] = {ord(c): chr(b) for c, b in to_byte.items()}
+    for code in range(0x80, 0x100):
+        if chr(code) not in to_byte:
+            fast[code] = chr(code).encode("utf-8").decode("latin-1")
+    return fast, to_byte
 
 
 def _decoder_kind(decoder: dict | None) -> tuple[str, str | None, bool]:

@@ -31,13 +31,10 @@ def load_hf_dir(cls, path: str, chat_template: str | None = None):
                                  "tokenizers version: upgrade tokenizers or restore the file") from exc
     elif os.path.isfile(sp_model):
         from oci_engine.sentencepiece_model import load_sentencepiece
-        from oci_engine.vocab_builders import build_tokenizer, sentencepiece_normalizer
+        from oci_engine.vocab_builders import build_tokenizer
 
         spm = load_sentencepiece(sp_model)
         backend = build_tokenizer(spm.vocab)
-        backend.normalizer = sentencepiece_normalizer(
-            spm.normalizer_name, spm.precompiled_charsmap, spm.remove_extra_whitespaces
-        )
         # Llama-family SentencePiece tokenizers put BOS in front unless the config says otherwise.
         default_add_bos = spm.bos_id is not None
         for key, piece_id in (("bos_token", spm.bos_id), ("eos_token", spm.eos_id), ("unk_token", spm.unk_id),

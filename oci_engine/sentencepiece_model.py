@@ -18,9 +18,6 @@ _MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}
 @dataclass(slots=True)
 class SentencePieceModel:
     vocab: Vocab
-    normalizer_name: str
-    precompiled_charsmap: bytes
-    remove_extra_whitespaces: bool
     bos_id: int | None
     eos_id: int | None
     pad_id: int | None
@@ -120,9 +117,9 @@ def load_sentencepiece(path: str) -> SentencePieceModel:
     vocab = Vocab(
         model="llama", tokens=tokens, token_types=types, scores=scores, add_space_prefix=add_dummy_prefix,
         sp_model_type=model_type, unk_id=opt(sp.unk_id()),
+        precompiled_charsmap=charsmap if name != "identity" else b"", remove_extra_whitespaces=remove_ws,
     )
     return SentencePieceModel(
-        vocab=vocab, normalizer_name=name, precompiled_charsmap=charsmap, remove_extra_whitespaces=remove_ws,
-        bos_id=opt(sp.bos_id()), eos_id=opt(sp.eos_id()), pad_id=opt(sp.pad_id()), unk_id=opt(sp.unk_id()),
+        vocab=vocab, bos_id=opt(sp.bos_id()), eos_id=opt(sp.eos_id()), pad_id=opt(sp.pad_id()), unk_id=opt(sp.unk_id()),
     )
 

@@ -75,6 +75,9 @@ class Vocab:
     add_space_prefix: bool = True
     sp_model_type: str = "bpe"  # SentencePiece only: "bpe" or "unigram"
     unk_id: int | None = None
+    # SentencePiece normalizer spec (a tokenizer.model has one; GGUF "llama" vocabularies do not).
+    precompiled_charsmap: bytes = b""
+    remove_extra_whitespaces: bool = False
 
 
 @lru_cache(maxsize=1)
@@ -162,8 +165,7 @@ def _sentencepiece(vocab: Vocab) -> Tokenizer:
             byte_fallback=has_bytes,
         )
     tok = Tokenizer(model)
-    scheme = "first" if vocab.add_space_prefix else "never"
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE_MARK, prepend_scheme=scheme, split=False)
+    tok.normalizer = _sentencepiece_normalizer(vocab)
     steps = [decoders.Replace(SPACE_MARK, " "), decoders.ByteFallback(), decoders.Fuse()]
     if vocab.add_space_prefix:
         steps.append(decoders.Strip(content=" ", left=1, right=0))
@@ -202,11 +204,17 @@ def _add_typed_tokens(tok: Tokenizer, tokens, types, keep, unknown_is_special: b
         tok.add_tokens(user)
 
 
-def sentencepiece_normalizer(name: str, charsmap: bytes, remove_extra_whitespaces: bool):
-    """The normalizer a SentencePiece model applies before splitting (None when it applies none)."""
+def _sentencepiece_normalizer(vocab: Vocab):
+    """SentencePiece's own order: character map, whitespace cleanup, the dummy-prefix space, then
+    spaces become "▁". The prefix goes on every stretch of text between special tokens, and on text
+    that already starts with a space, as sentencepiece and llama.cpp do. (transformers' Metaspace
+    pre-tokenizer skips it in both cases, so ids differ from transformers' there.)"""
     steps = []
-    if charsmap and name != "identity":
-        steps.append(normalizers.Precompiled(charsmap))
-    if remove_extra_whitespaces:
+    if vocab.precompiled_charsmap:
+        steps.append(normalizers.Precompiled(vocab.precompiled_charsmap))
+    if vocab.remove_extra_whitespaces:
         steps += [normalizers.Strip(left=True, right=True), normalizers.Replace(Regex(" {2,}"), " ")]
-    return normalizers.Sequence(steps) if steps else None
+    if vocab.add_space_prefix:
+        steps.append(normalizers.Prepend(SPACE_MARK))
+    steps.append(normalizers.Replace(" ", SPACE_MARK))
+    return normalizers.Sequence(steps)
