@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from oci_engine.errors import ModelNotFoundError, PullError
+from oci_engine.errors import ModelFormatError, ModelNotFoundError, PullError
 
 GGUF_MAGIC = b"GGUF"
 
@@ -98,7 +98,7 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
             if f.read(4) != GGUF_MAGIC:
                 if path.name == "config.json":
                     return path.parent
-                raise ModelNotFoundError(
+                raise ModelFormatError(
                     f"{path} is not a GGUF file (no GGUF magic at its start); pass a .gguf file, "
                     f"a Hugging Face model directory, or one of: {_names()}")
         return path

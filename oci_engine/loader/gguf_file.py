@@ -151,8 +151,11 @@ def _parse(cur: _Cursor, path: Path, file_size: int, gguf) -> GGUFFile:
         raise UnsupportedModelError(f"{path} is {what}; only little-endian GGUF v2/v3 is supported, "
                                     "convert it again with a current llama.cpp")
     n_tensors, n_kv = cur.scalar(10), cur.scalar(10)
-    if n_tensors > file_size or n_kv > file_size:
-        raise ModelFormatError(f"{path} is corrupt: header claims {n_tensors} tensors and {n_kv} keys")
+    # each descriptor takes at least 24 bytes and each key/value 13: a cheap bound before any loop
+    if 24 * n_tensors + 13 * n_kv > file_size:
+        raise ModelFormatError(
+            f"{path} is truncated or corrupt: its header announces {n_tensors} tensors and {n_kv} keys, more "
+            f"than its {file_size} bytes can hold; download it again (for a registry model: oci-engine pull --force NAME)")
     metadata: dict[str, Any] = {}
     for _ in range(n_kv):
         key = cur.string()
