@@ -1,0 +1,124 @@
+"""What a forked child does: isolate itself, then run a cell (one-shot) or hold a session's state.
+
+Everything here runs after fork in a copy of the zygote. Order matters: fds are closed first (the
+child must not inherit the host channel or other cells' sockets), then rlimits, then privileges,
+then the seccomp filter (last, so the set-up calls above need not be allowed to cells).
+"""
+import os
+import resource
+import select
+import signal
+import socket
+
+from . import cell, limits as limits_mod, protocol
+
+CHANNEL_FD = 3  # the child's only socket: its result channel to the zygote
+
+
+def isolate(z, channel_fd, workdir, timeout, session):
+    """Common set-up; returns the seccomp notification fd for a session root, else None."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.setsid()
+    os.dup2(channel_fd, CHANNEL_FD)
+    os.dup2(z.devnull, 0)
+    os.closerange(CHANNEL_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    os.chdir(workdir)
+    os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir)
+    limits_mod.apply_rlimits(z.policy.limits, timeout)
+    limits_mod.drop_privileges(z.in_user_ns, z.policy.unprivileged_uid, z.policy.unprivileged_gid)
+    flt = z.session_filter if session else z.oneshot_filter
+    return flt.load(listener=session)
+
+
+def one_shot(z, channel_fd, workdir, code, timeout):
+    chan = None
+    try:
+        isolate(z, channel_fd, workdir, timeout, session=False)
+        chan = socket.socket(fileno=CHANNEL_FD)
+        capture = cell.Capture()
+        namespace = cell.prepare(cell.new_namespace())
+        error = cell.run(code, namespace)
+        body = cell.finish(capture, z.policy.limits, error)
+        protocol.send(chan, {"op": "result", "ok": error is None}, body)
+    except BaseException as e:
+        _report_setup_failure(chan, e)
+    finally:
+        os._exit(0)
+
+
+def session_root(z, channel_fd, workdir, timeout):
+    """A session's first state: isolated, never runs user code, forks the first cell."""
+    chan = None
+    try:
+        listener = isolate(z, channel_fd, workdir, timeout, session=True)
+        chan = socket.socket(fileno=CHANNEL_FD)
+        protocol.send(chan, {"op": "ready", "pid": os.getpid()}, fds=[listener])
+        os.close(listener)
+        namespace = cell.new_namespace()
+        park(z, chan, namespace)
+    except BaseException as e:
+        _report_setup_failure(chan, e)
+    finally:
+        os._exit(0)
+
+
+def park(z, chan, namespace):
+    """Hold this state until the zygote asks for a cell (fork from here) or retires it."""
+    reader = protocol.FrameReader(chan)
+    child, pidfd = None, None
+    while True:
+        ready = select.select([chan] + ([pidfd] if pidfd is not None else []), [], [])[0]
+        if pidfd is not None and pidfd in ready:
+            _, status = os.waitpid(child, 0)
+            os.close(pidfd)
+            protocol.send(chan, {"op": "exited", "pid": child, "status": status})
+            child, pidfd = None, None
+        if chan not in ready:
+            continue
+        if not reader.fill():
+            os._exit(0)  # the zygote is gone
+        for header, body, fds in reader.frames():
+            if header["op"] == "retire":
+                os._exit(0)
+            if header["op"] != "cell" or len(fds) != 1:
+                continue
+            pid = os.fork()  # granted once by the zygote through seccomp notification
+            if pid == 0:
+                session_cell(z, fds[0], body.decode("utf-8", "replace"), header["timeout"], namespace)
+            os.close(fds[0])
+            protocol.send(chan, {"op": "forked", "job": header["job"], "pid": pid})
+            child, pidfd = pid, os.pidfd_open(pid)
+
+
+def session_cell(z, channel_fd, code, timeout, namespace):
+    chan = None
+    try:
+        os.dup2(channel_fd, CHANNEL_FD)
+        os.close(channel_fd)
+        chan = socket.socket(fileno=CHANNEL_FD)
+        limits_mod.set_cpu_limit(z.policy.limits, timeout)
+        capture = cell.Capture.replace_previous()
+        cell.prepare(namespace)
+        error = cell.run(code, namespace)
+        body = cell.finish(capture, z.policy.limits, error)
+        protocol.send(chan, {"op": "result", "ok": error is None}, body)
+        if error is None:
+            park(z, chan, namespace)  # this process is now the session's last good state
+    except BaseException as e:
+        _report_setup_failure(chan, e)
+    finally:
+        os._exit(0)
+
+
+def _report_setup_failure(chan, e):
+    if chan is None:
+        return
+    try:
+        err = cell.describe_exception(e)
+        err["message"] = "sandbox internal failure: " + err["message"]
+        protocol.send(chan, {"op": "result", "ok": False},
+                      cell.json.dumps({"stdout": "", "stderr": "", "error": err, "images": []}).encode())
+    except BaseException:
+        pass

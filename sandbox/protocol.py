@@ -1,0 +1,117 @@
+"""Framed messages over Unix stream sockets, with file descriptors riding along.
+
+A frame is: u32 total length, u32 header length, a JSON header, then raw body bytes. The body
+carries a child's result untouched (the zygote never parses what a cell produced; the host parses
+it with size caps). Readers are incremental so one slow or hostile peer never blocks the zygote.
+"""
+import array
+import json
+import os
+import socket
+import struct
+
+_HDR = struct.Struct("<II")
+MAX_FDS = 4
+
+
+def encode(header, body=b""):
+    h = json.dumps(header, separators=(",", ":")).encode()
+    return _HDR.pack(len(h) + len(body), len(h)) + h + body
+
+
+def send(sock, header, body=b"", fds=()):
+    data = encode(header, body)
+    sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]) \
+        if fds else sock.send(data)
+    if sent < len(data):
+        sock.sendall(data[sent:])
+
+
+def send_before(sock, deadline_s, header, body=b"", fds=()):
+    """Send on a non-blocking socket, waiting at most `deadline_s` for a peer that does not read."""
+    import select
+    import time
+    data = memoryview(encode(header, body))
+    end = time.monotonic() + deadline_s
+    first = True
+    while data:
+        try:
+            if first and fds:
+                n = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            else:
+                n = sock.send(data)
+            first = False
+            data = data[n:]
+        except (BlockingIOError, InterruptedError):
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([], [sock], [], left)[1]:
+                raise TimeoutError("peer is not reading")
+
+
+class FrameTooLarge(Exception):
+    pass
+
+
+class FrameReader:
+    """Accumulates bytes from a socket; yields (header, body, fds) frames as they complete."""
+
+    def __init__(self, sock, max_frame=64 << 20):
+        self.sock = sock
+        self.max_frame = max_frame
+        self.buf = bytearray()
+        self.fds = []
+        self.eof = False
+
+    def fill(self, blocking=False):
+        """Read what is available (or one chunk when blocking). Returns False at end of stream."""
+        while True:
+            try:
+                data, anc, _, _ = self.sock.recvmsg(
+                    1 << 18, socket.CMSG_LEN(MAX_FDS * 4), 0 if blocking else socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except (ConnectionResetError, OSError):
+                self.eof = True
+                return False
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(payload[: len(payload) - len(payload) % 4])
+                    self.fds.extend(fds)
+            if not data:
+                self.eof = True
+                return False
+            self.buf += data
+            if len(self.buf) >= 8 and _HDR.unpack_from(self.buf)[0] > self.max_frame:
+                raise FrameTooLarge(_HDR.unpack_from(self.buf)[0])
+            if blocking:
+                return True
+
+    def frames(self):
+        while len(self.buf) >= 8:
+            total, hlen = _HDR.unpack_from(self.buf)
+            if total > self.max_frame or hlen > total:
+                raise FrameTooLarge(total)
+            if len(self.buf) < 8 + total:
+                return
+            header = json.loads(bytes(self.buf[8:8 + hlen]))
+            body = bytes(self.buf[8 + hlen:8 + total])
+            del self.buf[:8 + total]
+            fds, self.fds = self.fds, []
+            yield header, body, fds
+
+    def recv(self):
+        """Blocking read of the next frame (for trusted peers). None at end of stream."""
+        while True:
+            for frame in self.frames():
+                return frame
+            if not self.fill(blocking=True):
+                return None
+
+    def close_fds(self):
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []

@@ -1,0 +1,262 @@
+"""The zygote: a fresh, single-threaded interpreter that pre-imports modules and forks every cell.
+
+Started by the host as `python -m oci_engine.sandbox.zygote FD` with a scrubbed environment; FD is
+its end of a socket pair. It reads the policy, imports the preload list, compiles the seccomp
+filters, enters the namespaces, then serves frames in one select loop: it never blocks on a
+child, and it is the only process that forks a one-shot cell or grants a session's fork.
+"""
+import ctypes
+import importlib
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import socket
+import sys
+
+from . import child, namespaces, protocol, seccomp_filter, zygote_sessions
+from .job import Job
+from .policy import Policy
+
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class Zygote:
+    def __init__(self, host, reader, policy):
+        self.host, self.host_reader, self.policy = host, reader, policy
+        self.oneshot_filter = seccomp_filter.LoadedFilter(seccomp_filter.build(policy))
+        self.session_filter = seccomp_filter.LoadedFilter(seccomp_filter.build(policy, session=True))
+        self.sel = selectors.DefaultSelector()
+        self.jobs, self.by_pid, self.sessions = {}, {}, {}
+        self.in_user_ns = False
+        self.devnull = None
+        self.workroot = None
+
+    # -- start-up ---------------------------------------------------------------------------
+    def isolate(self):
+        ns = self.policy.namespaces
+        report = namespaces.enter(ns, self.policy.unprivileged_uid, self.policy.unprivileged_gid)
+        self.in_user_ns = report.get("user") is True
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # cells may not read our memory
+        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        if report.get("mount") is True:
+            try:
+                report["root"] = namespaces.build_root(ns, self.policy.limits,
+                                                        namespaces.python_prefixes(),
+                                                        report.get("pid") is True)
+                self.workroot = ns.workdir_root
+            except OSError as e:
+                report["root"] = f"unavailable ({e})"
+        else:
+            report["root"] = "host filesystem (no mount namespace)"
+        if self.workroot is None:
+            import tempfile
+            self.workroot = tempfile.mkdtemp(prefix="oci-sandbox-")
+            os.chmod(self.workroot, 0o711)
+        if self.in_user_ns:
+            report["uid"] = "namespace root, mapped to an unprivileged host id; no capabilities"
+        elif os.geteuid() == 0:
+            report["uid"] = f"{self.policy.unprivileged_uid} (dropped from root)"
+        else:
+            report["uid"] = f"{os.geteuid()} (the host user)"
+        report["seccomp"] = seccomp_filter.describe(self.policy)
+        self.devnull = os.open("/dev/null", os.O_RDWR)
+        return report
+
+    def make_workdir(self, prefix):
+        path = os.path.join(self.workroot, f"{prefix}-{secrets.token_hex(6)}")
+        os.mkdir(path, 0o700)
+        if not self.in_user_ns and os.geteuid() == 0:
+            os.chown(path, self.policy.unprivileged_uid, self.policy.unprivileged_gid)
+        return path
+
+    # -- the loop ----------------------------------------------------------------------------
+    def serve(self):
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        self.host.setblocking(False)
+        self.sel.register(self.host, selectors.EVENT_READ, ("host", None))
+        self.sel.register(wake_r, selectors.EVENT_READ, ("sigchld", None))
+        while True:
+            for key, _ in self.sel.select():
+                kind, obj = key.data
+                if kind == "host":
+                    self.on_host()
+                elif kind == "sigchld":
+                    try:
+                        os.read(wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    self.reap()
+                elif kind == "job":
+                    self.on_job(obj)
+                else:
+                    zygote_sessions.on_event(self, kind, obj)
+
+    def reply(self, header, body=b""):
+        self.host.setblocking(True)
+        try:
+            protocol.send(self.host, header, body)
+        finally:
+            self.host.setblocking(False)
+
+    def on_host(self):
+        alive = self.host_reader.fill()
+        for header, body, _ in self.host_reader.frames():
+            op = header["op"]
+            if op == "run" and header.get("sid") is None:
+                self.start_job(header["job"], body.decode(), header["timeout"])
+            elif op == "run":
+                zygote_sessions.run(self, header["sid"], header["job"], body.decode(), header["timeout"])
+            elif op == "kill":
+                self.kill(header["job"])
+            elif op == "session_new":
+                zygote_sessions.create(self, header["sid"])
+            elif op == "session_close":
+                zygote_sessions.close(self, header["sid"], "closed")
+            elif op == "ping":
+                self.reply({"op": "pong", "n": header.get("n")})
+        if not alive:
+            self.shutdown()
+
+    def start_job(self, job_id, code, timeout):
+        job = Job(job_id)
+        job.workdir = self.make_workdir("run")
+        zs, cs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            child.one_shot(self, cs.fileno(), job.workdir, code, timeout)
+        cs.close()
+        self.watch(job, zs)
+        job.pid = pid
+        self.jobs[job_id] = job
+        self.by_pid[pid] = job
+
+    def watch(self, job, sock):
+        sock.setblocking(False)
+        job.chan, job.reader = sock, protocol.FrameReader(sock, self.policy.limits.result_bytes)
+        self.sel.register(sock, selectors.EVENT_READ, ("job", job))
+
+    def on_job(self, job):
+        try:
+            alive = job.reader.fill()
+            for header, body, fds in job.reader.frames():
+                for fd in fds:
+                    os.close(fd)
+                if job.header is None and header.get("op") == "result":
+                    job.header, job.body = header, body
+                    if job.session is not None:
+                        zygote_sessions.on_result(self, job)
+                        return
+        except protocol.FrameTooLarge:
+            job.reason = f"the cell's output exceeded {self.policy.limits.result_bytes} bytes"
+            self.kill(job.id)
+            alive = False
+        if not alive:
+            self.unwatch(job)
+            if job.session is not None:
+                zygote_sessions.on_cell_eof(self, job)
+
+    def unwatch(self, job):
+        if job.chan is not None:
+            self.sel.unregister(job.chan)
+            job.chan.close()
+            job.chan = None
+
+    def reap(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            job = self.by_pid.pop(pid, None)
+            if job is None:
+                continue  # a session process, orphaned to us when its successor took over
+            if job.chan is not None:
+                self.on_job(job)  # everything it wrote is already in the socket
+                self.unwatch(job)
+            self.finish(job, status)
+
+    def finish(self, job, status=None):
+        if job.done:
+            return
+        job.done = True
+        self.jobs.pop(job.id, None)
+        if job.workdir:
+            shutil.rmtree(job.workdir, ignore_errors=True)
+        header = {"op": "done", "job": job.id, "ok": None if job.header is None else job.header.get("ok"),
+                  "exit": None, "signal": None, "reason": job.reason}
+        if status is not None:
+            if os.WIFSIGNALED(status):
+                header["signal"] = os.WTERMSIG(status)
+            elif os.WIFEXITED(status):
+                header["exit"] = os.WEXITSTATUS(status)
+        self.reply(header, job.body if job.header is not None else b"")
+
+    def kill(self, job_id):
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        if job.session is not None:
+            zygote_sessions.kill_cell(self, job)
+            return
+        for fn in (os.killpg, os.kill):
+            try:
+                fn(job.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def shutdown(self):
+        for job in list(self.jobs.values()):
+            self.kill(job.id)
+            if job.workdir:
+                shutil.rmtree(job.workdir, ignore_errors=True)
+        for sid in list(self.sessions):
+            zygote_sessions.close(self, sid, None)
+        os._exit(0)
+
+
+def preload(names):
+    loaded = []
+    for name in names:
+        try:
+            if name == "matplotlib":
+                import matplotlib
+                matplotlib.use("Agg")
+                import io
+                import matplotlib.pyplot as plt
+                # Draw once so fonts and the PNG writer are loaded here, not in every cell.
+                fig = plt.figure(figsize=(1, 1))
+                fig.savefig(io.BytesIO(), format="png")
+                plt.close(fig)
+            else:
+                importlib.import_module(name)
+                if name == "numpy":
+                    import numpy.random  # lazy in numpy 2; every child reseeds it
+            loaded.append(name)
+        except Exception:
+            pass  # not installed: cells simply cannot import it either
+    return loaded
+
+
+def main():
+    host = socket.socket(fileno=int(sys.argv[1]))
+    reader = protocol.FrameReader(host)
+    header, _, _ = reader.recv()
+    policy = Policy.from_dict(header["policy"])
+    loaded = preload(policy.preload)
+    z = Zygote(host, reader, policy)
+    report = z.isolate()
+    report["preloaded"] = loaded
+    report["threads"] = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
+    z.reply({"op": "ready", "isolation": report})
+    z.serve()
+
+
+if __name__ == "__main__":
+    main()
