@@ -213,7 +213,8 @@ def _sentencepiece_normalizer(vocab: Vocab):
     if vocab.precompiled_charsmap:
         steps.append(normalizers.Precompiled(vocab.precompiled_charsmap))
     if vocab.remove_extra_whitespaces:
-        steps += [normalizers.Strip(left=True, right=True), normalizers.Replace(Regex(" {2,}"), " ")]
+        # Only U+0020 counts (other spaces were mapped to it already); Strip would also eat U+0085 etc.
+        steps += [normalizers.Replace(Regex("^ +| +$"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
     if vocab.add_space_prefix:
         steps.append(normalizers.Prepend(SPACE_MARK))
     steps.append(normalizers.Replace(" ", SPACE_MARK))

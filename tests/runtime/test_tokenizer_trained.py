@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from oci_engine.errors import ModelFormatError, ModelNotFoundError, TokenizerError
 from oci_engine.tokenizer import Tokenizer
@@ -145,18 +147,48 @@ def test_sentencepiece_gguf_matches_transformers(sp_gguf):
         assert tok.decode(ids, skip_special_tokens=False) == ref.decode(ids)
 
 
-def test_sentencepiece_unigram_dir(tmp_path):
+@pytest.fixture(scope="module")
+def unigram_dir(tmp_path_factory):
     """A unigram model with SentencePiece's default normalization (NFKC map, whitespace cleanup)."""
+    d = tmp_path_factory.mktemp("unigram")
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_TRAIN_TEXT.splitlines()), model_prefix=str(tmp_path / "tokenizer"),
-        vocab_size=180, hard_vocab_limit=False, model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
+        sentence_iterator=iter(_TRAIN_TEXT.splitlines()), model_prefix=str(d / "tokenizer"),
+        vocab_size=180, hard_vocab_limit=False, model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        minloglevel=2,
     )
-    ref = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
-    tok = Tokenizer.from_pretrained(tmp_path)
-    for text in CORPUS + ["  padded   text  ", "ＦＵＬＬ width\u00a0nbsp", "ﬁ ligature"]:
+    return d
+
+
+def test_sentencepiece_unigram_dir(unigram_dir):
+    ref = spm.SentencePieceProcessor(model_file=str(unigram_dir / "tokenizer.model"))
+    tok = Tokenizer.from_pretrained(unigram_dir)
+    for text in CORPUS + ["  padded   text  ", "ＦＵＬＬ width\u00a0nbsp", "ﬁ ligature", "\x85next line"]:
         assert tok.encode(text) == [1] + ref.encode(text), text
         if ref.unk_id() not in ref.encode(text):  # sentencepiece spells <unk> as " ⁇ "
             assert tok.decode(tok.encode(text)) == ref.decode(ref.encode(text)), text
+
+
+_PIECES = st.sampled_from(list("ab cde\n\t xyz019你好😀ü.,()_") + ["  ", "\u00a0", "ﬁ", "\u3000", "\x85", "<tool>"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(st.lists(_PIECES, max_size=16).map("".join), st.text(max_size=16)))
+def test_sentencepiece_random_text(sp_dir, sp_gguf, sp_ref, unigram_dir, text):
+    ids = sp_ref.encode(text)
+    if "<tool>" not in text:  # mid-text, sentencepiece puts no prefix space after a user symbol
+        assert _cached(sp_dir).encode(text, add_special_tokens=False) == ids
+        assert _cached(sp_gguf).encode(text, add_special_tokens=False) == ids
+    uni = spm.SentencePieceProcessor(model_file=str(unigram_dir / "tokenizer.model"))
+    assert _cached(unigram_dir).encode(text, add_special_tokens=False) == uni.encode(text)
+
+
+_LOADED: dict = {}
+
+
+def _cached(path):
+    if path not in _LOADED:
+        _LOADED[path] = Tokenizer.from_pretrained(path)
+    return _LOADED[path]
 
 
 # ---- byte-level BPE written to GGUF ----------------------------------------------------------
