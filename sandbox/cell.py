@@ -100,7 +100,8 @@ def run(code, namespace):
     try:
         tree = ast.parse(code, CELL_FILENAME, "exec")
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
+        # As in IPython, a trailing semicolon hides the value.
+        if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(";"):
             last = ast.Expression(tree.body.pop().value)
         exec(compile(tree, CELL_FILENAME, "exec"), namespace)
         if last is not None:
