@@ -169,6 +169,8 @@ class LLMEngine:
         seq, params = st.seq, req.params
         stop = token_stop(seq, self.eos_token_ids, self.max_seq_len)
         if stop is not None and stop[0] == "stop":
+            if st.detokenizer is not None:
+                st.text += st.detokenizer.flush()
             self._finish(seq, *stop)  # a stop token's or EOS's text is never shown
             return
         if st.detokenizer is not None:
@@ -182,6 +184,8 @@ class LLMEngine:
                     self._finish(seq, "stop", s)
                     return
         if stop is not None:
+            if st.detokenizer is not None:
+                st.text += st.detokenizer.flush()
             self._finish(seq, *stop)
 
     def _finish(self, seq: Sequence, reason: str, stop_reason=None) -> None:

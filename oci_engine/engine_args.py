@@ -67,13 +67,29 @@ def load_tokenizer(path):
     return Tokenizer.from_pretrained(p)
 
 
+def _allocate_kv(config, num_blocks: int, block_size: int, dtype, device: str) -> list:
+    import torch
+
+    from oci_engine.models import allocate_kv_cache
+
+    if device != "cpu":
+        return allocate_kv_cache(config, num_blocks, block_size, dtype=dtype, device=device)
+    # Zeroing a 1 GiB pool up front faults in every page (seconds on a busy machine) for blocks
+    # most runs never touch. A fresh allocation of this size is an anonymous mapping that reads as
+    # zeros anyway, and attention only weights slots that were written (padding slots of a last
+    # block get probability 0 and hold zeros or an earlier sequence's finite K/V).
+    shape = (num_blocks, block_size, config.num_key_value_heads, config.head_dim)
+    return [(torch.empty(shape, dtype=dtype), torch.empty(shape, dtype=dtype))
+            for _ in range(config.num_hidden_layers)]
+
+
 def create_engine(args: EngineArgs):
     import torch
 
     from oci_engine.engine import LLMEngine
     from oci_engine.loader import load_checkpoint
     from oci_engine.model_cache import resolve_model
-    from oci_engine.models import allocate_kv_cache, build_model
+    from oci_engine.models import build_model
     from oci_engine.ops import default_backend
 
     t0 = time.perf_counter()
@@ -105,7 +121,7 @@ def create_engine(args: EngineArgs):
         raise InvalidRequestError(
             f"kv_cache_memory={gib} GiB does not hold one block of {args.block_size} tokens "
             f"({per_token * args.block_size} bytes for this model); give it more memory")
-    kv_caches = allocate_kv_cache(config, num_blocks, args.block_size, dtype=dtype, device=device)
+    kv_caches = _allocate_kv(config, num_blocks, args.block_size, dtype, device)
 
     eos = set(config.eos_token_id)
     gen_eos = ckpt.generation_config.get("eos_token_id")
