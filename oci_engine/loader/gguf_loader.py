@@ -2,6 +2,7 @@
 memory-mapped views (dense types) or QuantTensor (block formats), q/k rows back in HF order."""
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ _BLOCK_NAMES = {
 }
 _BLOCK_RE = re.compile(r"blk\.(\d+)\.([a-z_]+)\.(weight|bias)")
 _DENSE = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
+_DENSE_TYPES = frozenset({0, 1, 28, 30})  # GGMLQuantizationType F32, F16, F64, BF16
 
 
 def load_gguf(path: Path) -> Checkpoint:
@@ -171,9 +173,9 @@ def _weight(mm: np.ndarray, info: GGUFTensorInfo, path: Path):
     import gguf
 
     qtype = gguf.GGMLQuantizationType(info.ggml_type)
-    if qtype.name in _DENSE or qtype.name == "BF16":
+    if info.ggml_type in _DENSE_TYPES:
         return _dense(mm, info, path)
-    if qtype not in _dequantizable():
+    if info.ggml_type not in _dequantizable():
         raise UnsupportedModelError(
             f"{path}: tensor {info.name} is stored as {qtype.name}, a type this runtime cannot decode; "
             "use a file quantized to F16/BF16/Q8_0/Q4_0/Q4_1/Q5_*/Q2_K..Q6_K/IQ*")
@@ -187,10 +189,16 @@ def _weight(mm: np.ndarray, info: GGUFTensorInfo, path: Path):
     return QuantTensor(int(qtype), (rows, info.shape[1]), data)
 
 
-def _dequantizable() -> frozenset:
+@functools.cache
+def _dequantizable() -> frozenset[int]:
+    """Block formats gguf can decode (its registry of quant classes; every format if that moves)."""
+    import gguf
     import gguf.quants
 
-    return frozenset(t for t in gguf.quants._type_traits if t.name != "BF16")
+    traits = getattr(gguf.quants, "_type_traits", None)
+    if traits is None:
+        return frozenset(int(t) for t in gguf.GGMLQuantizationType)
+    return frozenset(int(t) for t in traits if t != gguf.GGMLQuantizationType.BF16)
 
 
 def _unpermute_qk(tensors: dict[str, Any], config: ModelConfig) -> None:
