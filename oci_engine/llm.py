@@ -59,7 +59,8 @@ class LLM:
                cancel: threading.Event | None = None) -> Iterator[RequestOutput]:
         """Incremental outputs of one request (`delta_text`, `delta_token_ids`), the last one
         finished. Setting `cancel` (or closing the iterator) aborts it and frees its blocks."""
-        (text, ids), = self._requests(prompt, None if prompt_token_ids is None else [prompt_token_ids])
+        text = prompt
+        ids = self.engine.tokenize_prompt(prompt, prompt_token_ids)  # token ids win when both are given
         params = self._params(sampling_params, 1)[0]
         with self._lock:
             engine = self.engine
