@@ -115,9 +115,14 @@ def _byte_level_bpe(vocab: Vocab) -> Tokenizer:
     spelling = byte_alphabet()
     types = _types(vocab)
     table: dict[str, int] = {}
-    for index, token in enumerate(vocab.tokens):
-        # A token outside the byte alphabet is stored as plain text; the BPE model sees bytes.
-        key = token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8"))
+    for index, (token, kind) in enumerate(zip(vocab.tokens, types)):
+        # Control and user-defined tokens are matched by their text (DeepSeek's
+        # "<｜begin▁of▁sentence｜>" is written in plain Unicode), so they keep that spelling as key.
+        # Any other token outside the byte alphabet is plain text for bytes the BPE model sees.
+        if kind in (CONTROL, USER_DEFINED) or set(token) <= alphabet:
+            key = token
+        else:
+            key = "".join(spelling[b] for b in token.encode("utf-8"))
         table.setdefault(key, index)
     merges = []
     for line in vocab.merges:
@@ -141,9 +146,9 @@ def _byte_level_bpe(vocab: Vocab) -> Tokenizer:
         + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
     tok.decoder = decoders.ByteLevel()
-    # Control tokens written outside the byte alphabet would have no id of their own in the BPE
-    # table above: they are mislabelled normal tokens, not something to match in text.
-    _add_typed_tokens(tok, vocab.tokens, types, lambda t: set(t) <= alphabet)
+    # As llama.cpp does (transformers' GGUF loader instead drops control tokens written outside
+    # the byte alphabet, so it cannot find DeepSeek's BOS in a rendered chat template).
+    _add_typed_tokens(tok, vocab.tokens, types, lambda t: True)
     return tok
 
 

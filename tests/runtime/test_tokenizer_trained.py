@@ -203,7 +203,8 @@ def _train_byte_level(pre: str):
         [pre_tokenizers.Split(Regex(p), behavior="isolated") for p in PRE_TOKENIZER_SPLITS[pre]]
         + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<｜begin▁of▁sentence｜>"]
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     backend.train_from_iterator(_TRAIN_TEXT.splitlines(), trainer)
     return backend
@@ -217,7 +218,7 @@ def _byte_level_gguf(path, backend, pre: str):
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
-    w.add_token_types([3 if t.startswith("<|") else 1 for t in tokens])
+    w.add_token_types([3 if t.startswith(("<|", "<｜")) else 1 for t in tokens])
     w.add_token_merges(merges)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
@@ -236,18 +237,23 @@ def test_byte_level_gguf_round_trip(pre, tmp_path):
     path = _byte_level_gguf(tmp_path / f"bpe-{pre}.gguf", trained, pre)
     tok = Tokenizer.from_pretrained(path)
     assert tok.vocab_size == trained.get_vocab_size()
-    texts = CORPUS + ["  leading", "<|im_start|>user\nhi<|im_end|>", "a\u200bb\u00a0c", "\n\n\n\t\t  x"]
+    texts = CORPUS + ["  leading", "<|im_start|>user\nhi<|im_end|>", "a\u200bb\u00a0c", "\n\n\n\t\t  x",
+                      "<｜begin▁of▁sentence｜>User: hi"]
     for text in texts:
         assert tok.encode(text) == trained.encode(text).ids, text
         assert tok.decode(tok.encode(text), skip_special_tokens=False) == text
     assert tok.encode("<|im_start|>hi")[0] == 1 and tok.decode(tok.encode("<|im_start|>hi")) == "hi"
     assert tok.apply_chat_template([{"role": "user", "content": "x"}], add_generation_prompt=False) == \
         "<|im_start|>user\nx<|im_end|>\n"
+    # A control token written outside the byte alphabet (DeepSeek's BOS) keeps its id and text.
+    bos = trained.token_to_id("<｜begin▁of▁sentence｜>")
+    assert tok.encode("<｜begin▁of▁sentence｜>User")[0] == bos
+    assert tok.decode([bos], skip_special_tokens=False) == "<｜begin▁of▁sentence｜>"
     if pre in ("gpt2", "llama-bpe", "qwen2"):  # the pre-tokenizers transformers' GGUF loader knows
         from transformers import AutoTokenizer
 
         ref = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)
-        for text in texts:
+        for text in texts[:-1]:  # transformers drops that control token (see vocab_builders)
             assert tok.encode(text) == ref.encode(text), text
 
 
