@@ -12,6 +12,7 @@ ARCHITECTURES = {
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "llama",
 }
+_MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
 @dataclass(slots=True)
@@ -39,7 +40,8 @@ class ModelConfig:
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         archs = d.get("architectures") or []
-        arch = archs[0] if archs else None
+        # some exported configs name only the model_type
+        arch = archs[0] if archs else _MODEL_TYPES.get(d.get("model_type"), d.get("model_type"))
         if arch not in ARCHITECTURES:
             raise UnsupportedModelError(
                 f"architecture {arch!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))}"

@@ -88,9 +88,8 @@ def gguf_config(gf: GGUFFile) -> ModelConfig:
     if isinstance(kv_heads, np.ndarray):  # per-layer head counts: not a plain Llama
         raise UnsupportedModelError(f"{gf.path}: per-layer attention head counts are not supported")
     embd = gf.tensors.get("token_embd.weight")
-    vocab = get("vocab_size") or (len(md["tokenizer.ggml.tokens"]) if "tokenizer.ggml.tokens" in md else None)
-    if vocab is None and embd is not None:
-        vocab = embd.shape[0]
+    # the embedding's rows are the truth (vocabularies are often padded past the token list)
+    vocab = get("vocab_size") or (embd.shape[0] if embd is not None else len(md.get("tokenizer.ggml.tokens", ())))
     eos = [int(md["tokenizer.ggml.eos_token_id"])] if "tokenizer.ggml.eos_token_id" in md else []
     bos = md.get("tokenizer.ggml.bos_token_id")
     return ModelConfig(

@@ -194,3 +194,12 @@ def test_tied_config_ignores_a_saved_head(broken):
     save_file(tensors, f, metadata={"format": "pt"})
     ck = load_checkpoint(path)
     assert "lm_head.weight" not in ck.tensors and ck.config.tie_word_embeddings
+
+
+def test_config_without_architectures_uses_model_type(broken):
+    path = broken(arch="qwen2")
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["architectures"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    ck = load_checkpoint(path)
+    assert ck.config.architecture == "Qwen2ForCausalLM" and ck.config.attention_bias
