@@ -26,33 +26,17 @@ def _no_input(prompt=""):
 
 
 class Capture:
-    """stdout/stderr redirected to memfds on fds 1 and 2; Python's streams write through to them."""
+    """fds 1 and 2 already point at memory files (the zygote holds them too, so output written
+    before a kill is not lost); Python's streams write straight through to them."""
 
-    current = None
-
-    def __init__(self):
-        Capture.current = self
-        self.out = os.memfd_create("stdout")
-        self.err = os.memfd_create("stderr")
-        os.dup2(self.out, 1)
-        os.dup2(self.err, 2)
+    def __init__(self, out_fd, err_fd):
+        self.out, self.err = out_fd, err_fd
         self.stdout = io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), encoding="utf-8",
                                        errors="backslashreplace", write_through=True)
         self.stderr = io.TextIOWrapper(io.FileIO(2, "wb", closefd=False), encoding="utf-8",
                                        errors="backslashreplace", write_through=True)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         sys.__stdout__, sys.__stderr__ = self.stdout, self.stderr
-
-    @classmethod
-    def replace_previous(cls):
-        """A session cell's fresh capture; the parked state's memory files are closed here."""
-        if cls.current is not None:
-            for fd in (cls.current.out, cls.current.err):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        return cls()
 
     def flush(self):
         for s in (sys.stdout, sys.stderr, self.stdout, self.stderr):
@@ -152,6 +136,13 @@ def figures():
     except Exception:
         pass
     return images
+
+
+def output_only(out_fd, err_fd, limits):
+    """The body the zygote sends for a cell that died or was killed: what it printed so far."""
+    return json.dumps({"stdout": Capture.read(out_fd, limits.stdout_bytes),
+                       "stderr": Capture.read(err_fd, limits.stderr_bytes),
+                       "error": None, "images": []}).encode()
 
 
 def finish(capture, limits, error):

@@ -4,6 +4,7 @@ Everything here runs after fork in a copy of the zygote. Order matters: fds are 
 child must not inherit the host channel or other cells' sockets), then rlimits, then privileges,
 then the seccomp filter (last, so the set-up calls above need not be allowed to cells).
 """
+import fcntl
 import os
 import resource
 import select
@@ -13,17 +14,28 @@ import socket
 from . import cell, limits as limits_mod, protocol
 
 CHANNEL_FD = 3  # the child's only socket: its result channel to the zygote
+OUT_FD, ERR_FD = 4, 5  # memory files the zygote also holds, so output survives a kill
 
 
-def isolate(z, channel_fd, workdir, timeout, session):
+def take_fds(channel_fd, out_fd, err_fd):
+    """Move the three fds a cell owns to fixed numbers; stdout/stderr point at the memory files."""
+    # Fresh copies above 5 first: a source may itself sit on one of the target numbers.
+    tmp = [fcntl.fcntl(fd, fcntl.F_DUPFD, ERR_FD + 1) for fd in (channel_fd, out_fd, err_fd)]
+    for src, dst in zip(tmp + tmp[1:], (CHANNEL_FD, OUT_FD, ERR_FD, 1, 2)):
+        os.dup2(src, dst)
+    for fd in tmp:
+        os.close(fd)
+
+
+def isolate(z, channel_fd, out_fd, err_fd, workdir, timeout, session):
     """Common set-up; returns the seccomp notification fd for a session root, else None."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.setsid()
-    os.dup2(channel_fd, CHANNEL_FD)
+    take_fds(channel_fd, out_fd, err_fd)
     os.dup2(z.devnull, 0)
-    os.closerange(CHANNEL_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    os.closerange(ERR_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     os.chdir(workdir)
     os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir)
     limits_mod.apply_rlimits(z.policy.limits, timeout)
@@ -32,12 +44,12 @@ def isolate(z, channel_fd, workdir, timeout, session):
     return flt.load(listener=session)
 
 
-def one_shot(z, channel_fd, workdir, code, timeout):
+def one_shot(z, fds, workdir, code, timeout):
     chan = None
     try:
-        isolate(z, channel_fd, workdir, timeout, session=False)
+        isolate(z, *fds, workdir, timeout, session=False)
         chan = socket.socket(fileno=CHANNEL_FD)
-        capture = cell.Capture()
+        capture = cell.Capture(OUT_FD, ERR_FD)
         namespace = cell.prepare(cell.new_namespace())
         error = cell.run(code, namespace)
         body = cell.finish(capture, z.policy.limits, error)
@@ -52,7 +64,7 @@ def session_root(z, channel_fd, workdir, timeout):
     """A session's first state: isolated, never runs user code, forks the first cell."""
     chan = None
     try:
-        listener = isolate(z, channel_fd, workdir, timeout, session=True)
+        listener = isolate(z, channel_fd, z.devnull, z.devnull, workdir, timeout, session=True)
         chan = socket.socket(fileno=CHANNEL_FD)
         protocol.send(chan, {"op": "ready", "pid": os.getpid()}, fds=[listener])
         os.close(listener)
@@ -82,24 +94,29 @@ def park(z, chan, namespace):
         for header, body, fds in reader.frames():
             if header["op"] == "retire":
                 os._exit(0)
-            if header["op"] != "cell" or len(fds) != 1:
+            if header["op"] != "cell" or len(fds) != 3:
+                for fd in fds:
+                    os.close(fd)
                 continue
             pid = os.fork()  # granted once by the zygote through seccomp notification
             if pid == 0:
-                session_cell(z, fds[0], body.decode("utf-8", "replace"), header["timeout"], namespace)
-            os.close(fds[0])
+                session_cell(z, fds, body.decode("utf-8", "replace"), header["timeout"], namespace)
+            for fd in fds:
+                os.close(fd)
             protocol.send(chan, {"op": "forked", "job": header["job"], "pid": pid})
             child, pidfd = pid, os.pidfd_open(pid)
 
 
-def session_cell(z, channel_fd, code, timeout, namespace):
+def session_cell(z, fds, code, timeout, namespace):
     chan = None
     try:
-        os.dup2(channel_fd, CHANNEL_FD)
-        os.close(channel_fd)
+        take_fds(*fds)  # replaces the parked state's channel and capture in this copy
+        for fd in fds:
+            if fd > ERR_FD:
+                os.close(fd)
         chan = socket.socket(fileno=CHANNEL_FD)
         limits_mod.set_cpu_limit(z.policy.limits, timeout)
-        capture = cell.Capture.replace_previous()
+        capture = cell.Capture(OUT_FD, ERR_FD)
         cell.prepare(namespace)
         error = cell.run(code, namespace)
         body = cell.finish(capture, z.policy.limits, error)

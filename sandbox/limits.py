@@ -57,3 +57,4 @@ def drop_privileges(in_user_ns, uid, gid):
     if _libc.capset(ctypes.byref(hdr), data) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"capset: {os.strerror(e)}")
+

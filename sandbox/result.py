@@ -88,7 +88,7 @@ def from_done(header, body, timed_out, duration_s, timeout):
         lineno = err.get("lineno")
         r.error = CellError(_str(err.get("type"), 200) or "Exception", _str(err.get("message"), 8192),
                             _str(err.get("traceback"), 65536), lineno if isinstance(lineno, int) else None)
-    elif not body:
+    elif not body or header.get("partial"):
         r.error = CellError("Crash", _death(header))
     return r
 

@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 
-from . import child, namespaces, protocol, seccomp_filter, zygote_sessions
+from . import cell, child, namespaces, protocol, seccomp_filter, zygote_sessions
 from .job import Job
 from .policy import Policy
 
@@ -128,7 +128,7 @@ class Zygote:
         zs, cs = socket.socketpair()
         pid = os.fork()
         if pid == 0:
-            child.one_shot(self, cs.fileno(), job.workdir, code, timeout)
+            child.one_shot(self, (cs.fileno(), job.out, job.err), job.workdir, code, timeout)
         cs.close()
         self.watch(job, zs)
         job.pid = pid
@@ -191,12 +191,16 @@ class Zygote:
             shutil.rmtree(job.workdir, ignore_errors=True)
         header = {"op": "done", "job": job.id, "ok": None if job.header is None else job.header.get("ok"),
                   "exit": None, "signal": None, "reason": job.reason}
+        if job.header is None and job.out is not None:
+            job.body = cell.output_only(job.out, job.err, self.policy.limits)
+            header["partial"] = True
+        job.close_output()
         if status is not None:
             if os.WIFSIGNALED(status):
                 header["signal"] = os.WTERMSIG(status)
             elif os.WIFEXITED(status):
                 header["exit"] = os.WEXITSTATUS(status)
-        self.reply(header, job.body if job.header is not None else b"")
+        self.reply(header, job.body)
 
     def kill(self, job_id):
         job = self.jobs.get(job_id)

@@ -74,6 +74,7 @@ def run(z, sid, job_id, code, timeout):
     job = Job(job_id)
     s = z.sessions.get(sid)
     if s is None or s.ctrl is None or s.job is not None:
+        job.close_output()
         job.reason = "session lost" if s is None or s.ctrl is None else "session busy"
         z.finish(job)
         return
@@ -81,9 +82,10 @@ def run(z, sid, job_id, code, timeout):
     zs, cs = socket.socketpair()
     try:
         protocol.send_before(s.ctrl, SEND_DEADLINE_S, {"op": "cell", "job": job_id, "timeout": timeout},
-                             code.encode("utf-8", "surrogatepass"), fds=[cs.fileno()])
+                             code.encode("utf-8", "surrogatepass"), fds=[cs.fileno(), job.out, job.err])
     except OSError:
         cs.close(), zs.close()
+        job.close_output()
         job.reason = "session lost"
         z.finish(job)
         close(z, sid, None)
