@@ -4,7 +4,6 @@ chunks from several sequences, and returns logits for every new token. The real 
 block pool live in the engine; this is the smallest thing that exercises the model contract."""
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -12,25 +11,14 @@ import torch
 
 from oci_engine.attention_metadata import AttentionMetadata
 from oci_engine.config import ModelConfig
+from oci_engine.loader import load_checkpoint
 from oci_engine.models import allocate_kv_cache, build_model
 
 
 def load_tiny(path: Path):
-    """(ModelConfig, tensors) of a Hugging Face directory, through our loader when it is there."""
-    try:
-        from oci_engine.loader import load_checkpoint
-    except ImportError:
-        load_checkpoint = None
-    if load_checkpoint is not None:
-        ckpt = load_checkpoint(path)
-        return ckpt.config, ckpt.tensors
-    from safetensors.torch import load_file
-
-    config = ModelConfig.from_hf_dict(json.loads((Path(path) / "config.json").read_text()))
-    tensors = {}
-    for f in sorted(Path(path).glob("*.safetensors")):
-        tensors.update(load_file(f))
-    return config, tensors
+    """(ModelConfig, tensors) of a checkpoint, through our loader."""
+    ckpt = load_checkpoint(path)
+    return ckpt.config, ckpt.tensors
 
 
 class PagedRunner:
