@@ -14,7 +14,7 @@ COMMANDS = {
     "chat": "terminal code interpreter",
     "serve": "OpenAI-compatible HTTP server, interpreter sessions and a web page",
     "eval": "HumanEval / MBPP evaluation, with or without execution feedback",
-    "bench": "benchmarks against peers (same as python -m bench)",
+    "bench": "benchmarks against peers (same as python -m bench NAME)",
 }
 
 
