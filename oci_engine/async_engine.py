@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from typing import AsyncIterator
 
@@ -66,7 +67,7 @@ class AsyncLLMEngine:
             raise InvalidRequestError(f"request id {rid!r} is already streaming; use a unique id")
         queue: asyncio.Queue = asyncio.Queue()
         self._streams[rid] = (asyncio.get_running_loop(), queue)
-        self._send(("add", rid, prompt, sampling_params, ids))
+        self._send(("add", rid, prompt, sampling_params, ids, time.monotonic()))
         finished = False
         try:
             while True:
@@ -115,11 +116,11 @@ class AsyncLLMEngine:
             if cmd[0] == "abort":
                 engine.abort(cmd[1])
                 continue
-            _, rid, prompt, params, ids = cmd
+            _, rid, prompt, params, ids, arrival = cmd
             if rid not in self._streams:
                 continue  # the consumer went away before the request started
             try:
-                engine.add_request(rid, prompt, params, prompt_token_ids=ids)
+                engine.add_request(rid, prompt, params, prompt_token_ids=ids, arrival_time=arrival)
             except Exception as e:  # e.g. a duplicate id racing another request
                 self._deliver(rid, e)
 
