@@ -27,8 +27,6 @@ class Checkpoint:
     # GGUF: every header key/value (tokenizer.ggml.*, tokenizer.chat_template, ...).
     # HF: config.json as read.
     metadata: dict[str, Any] = field(default_factory=dict)
-    # GGUF only: llama.cpp's precomputed per-frequency rope divisors (Llama-3 style scaling)
-    rope_freq_factors: "torch.Tensor | None" = None  # noqa: F821
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

@@ -54,18 +54,19 @@ def load_gguf(path: Path) -> Checkpoint:
     config = gguf_config(gf)
     mm = gf.memmap()
     tensors: dict[str, Any] = {}
-    rope_freq_factors = None
     for info in gf.tensors.values():
         if info.name == "rope_freqs.weight":
-            rope_freq_factors = _dense(mm, info, path)
+            # llama.cpp stores Llama-3 style rope scaling as per-frequency divisors, not as the
+            # HF parameters: pass them on exactly (inv_freq[i] / freq_factors[i]).
+            factors = _dense(mm, info, path).float()
+            config.rope_scaling = {"rope_type": "gguf_freq_factors", "freq_factors": factors.tolist()}
             continue
         tensors[_hf_name(info.name, path)] = _weight(mm, info, path)
     if GGUF_ARCHITECTURES[arch][1]:
         _unpermute_qk(tensors, config)
     check_tensors(config, tensors, path)
     return Checkpoint(config=config, tensors=tensors, path=path, format="gguf",
-                      generation_config=_generation_config(gf.metadata, config), metadata=gf.metadata,
-                      rope_freq_factors=rope_freq_factors)
+                      generation_config=_generation_config(gf.metadata, config), metadata=gf.metadata)
 
 
 def gguf_config(gf: GGUFFile) -> ModelConfig:

@@ -66,7 +66,7 @@ def encode(w: np.ndarray, qtype, rng) -> np.ndarray:
 
 
 def write_gguf(path, arch="llama", *, matrix_type=T.F32, types=None, tied=False, seed=0,
-               skip=(), extra=None, metadata=True, **cfg):
+               skip=(), extra=None, extra_tensors=None, metadata=True, **cfg):
     """A tiny model written straight to GGUF. Returns the path."""
     cfg = {**CFG, **cfg}
     rng = np.random.default_rng(seed)
@@ -116,6 +116,8 @@ def write_gguf(path, arch="llama", *, matrix_type=T.F32, types=None, tied=False,
         qtype = (types or {}).get(name, T.F32 if len(shape) == 1 else matrix_type)
         data = encode(dense, qtype, rng)
         w.add_tensor(gguf_name(name), data, raw_dtype=None if qtype in (T.F32, T.F16) else qtype)
+    for name, data in (extra_tensors or {}).items():
+        w.add_tensor(name, data)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -220,4 +222,19 @@ def test_metadata_that_does_not_match_weights(tmp_path):
 def test_missing_metadata_key(tmp_path):
     path = write_gguf(tmp_path / "m.gguf", metadata=False, extra={"llama.embedding_length": 256})
     with pytest.raises(ModelFormatError, match="llama.attention.head_count"):
+        load_checkpoint(path)
+
+
+def test_llama3_rope_factors_reach_the_config(tmp_path):
+    factors = np.linspace(1.0, 8.0, 32, dtype=np.float32)  # head_dim 64 -> 32 frequencies
+    path = write_gguf(tmp_path / "m.gguf", extra_tensors={"rope_freqs.weight": factors})
+    ck = load_checkpoint(path)
+    assert ck.config.rope_scaling["rope_type"] == "gguf_freq_factors"
+    assert ck.config.rope_scaling["freq_factors"] == factors.tolist()
+    assert not any("rope" in name for name in ck.tensors)
+
+
+def test_unknown_tensor_name(tmp_path):
+    path = write_gguf(tmp_path / "m.gguf", extra_tensors={"blk.0.ffn_gate_exps.weight": np.zeros((2, 32), np.float32)})
+    with pytest.raises(UnsupportedModelError, match="ffn_gate_exps"):
         load_checkpoint(path)
