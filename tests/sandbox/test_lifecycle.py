@@ -1,0 +1,121 @@
+"""The zygote's life: start-up report, restart after a crash, concurrency, clean shutdown."""
+import os
+import signal
+import threading
+
+import pytest
+
+from conftest import HOST_SECRET, descendants
+
+
+def test_isolation_report_and_policy(sb, guard):
+    iso = sb.isolation
+    for ns in ("user", "mount", "net", "pid", "ipc"):
+        assert iso[ns] is True, f"{ns} namespace not applied here: {iso[ns]}"
+    assert iso["threads"] == 1  # forking is only safe from a single-threaded zygote
+    text = sb.describe()
+    assert "address_space" in text and "ptrace" in text and "AF_UNIX" in text
+
+
+def test_zygote_is_a_fresh_interpreter_with_scrubbed_environment(sb, guard):
+    launcher = sb._zygote.proc.pid
+    with open(f"/proc/{launcher}/environ", "rb") as f:
+        env = f.read()
+    assert HOST_SECRET.encode() not in env and b"OCI_SANDBOX_TEST_SECRET" not in env
+    with open(f"/proc/{launcher}/cmdline", "rb") as f:
+        assert b"oci_engine.sandbox.zygote" in f.read()
+
+
+def test_zygote_crash_restarts_transparently(guard):
+    from oci_engine.sandbox import Sandbox
+    with Sandbox(workers=1) as box:
+        s = box.session()
+        s.run("x = 1")
+        old = box._zygote.proc.pid
+        tree = descendants(old)
+        for pid in reversed(tree):  # the zygote itself, then its parents
+            os.kill(pid, signal.SIGKILL)
+        box._zygote.proc.wait()
+        r = box.run("print('back')")
+        assert r.error is None and r.stdout == "back\n"
+        assert box._zygote.proc.pid != old
+        lost = s.run("x")
+        assert lost.error.type in ("SessionLost", "NameError")  # state died with the zygote
+        assert s.run("y = 2\ny").stdout == "2\n"  # and the session carries on, fresh
+        guard.check(box)
+
+
+def test_zygote_killed_during_a_cell(guard):
+    from oci_engine.sandbox import Sandbox
+    with Sandbox(workers=1) as box:
+        zygote = descendants(box._zygote.proc.pid)[-1]
+        threading.Timer(0.5, os.kill, (zygote, signal.SIGKILL)).start()
+        r = box.run("import time\ntime.sleep(30)", timeout=20)
+        assert r.error is not None and r.error.type == "SandboxError" and r.duration_s < 10
+        assert box.run("1 + 1").stdout == "2\n"
+
+
+def test_parallel_runs_never_cross(sb, guard):
+    results = {}
+
+    def worker(i):
+        results[i] = sb.run(f"import time\ntime.sleep(0.01 * ({i} % 3))\nprint({i} * {i})")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(24)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert all(results[i].stdout == f"{i * i}\n" for i in range(24))
+
+
+def test_parallel_sessions_never_cross(sb, guard):
+    sessions = [sb.session() for _ in range(4)]
+    errors = []
+
+    def worker(k, s):
+        try:
+            s.run(f"acc = []\ntag = {k}")
+            for j in range(10):
+                s.run(f"acc.append(tag * 100 + {j})")
+            out = s.run("acc").stdout
+            assert out == repr([k * 100 + j for j in range(10)]) + "\n", out
+        except AssertionError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k, s)) for k, s in enumerate(sessions)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for s in sessions:
+        s.close()
+    assert errors == []
+
+
+def test_bad_arguments_are_typed_errors(sb, guard):
+    with pytest.raises(TypeError, match="code must be a str"):
+        sb.run(b"print(1)")
+    with pytest.raises(ValueError, match="timeout"):
+        sb.run("1", timeout=0)
+
+
+def test_close_ends_every_process(host):
+    from oci_engine.sandbox import Sandbox
+    from oci_engine.errors import SandboxError
+    box = Sandbox(workers=1)
+    box.session().run("x = 1")
+    launcher = box._zygote.proc.pid
+    tree = descendants(launcher)
+    box.close()
+    import time
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/proc/{p}") and _alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in tree)
+    with pytest.raises(SandboxError):
+        box.run("1")
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False

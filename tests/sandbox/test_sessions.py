@@ -1,0 +1,136 @@
+"""Sessions keep state, and a failing cell of any kind leaves the state exactly as it was."""
+import time
+
+import pytest
+
+from oci_engine.errors import SessionClosedError, TooManySessionsError
+
+
+@pytest.fixture
+def session(sb):
+    s = sb.session()
+    yield s
+    s.close()
+
+
+def test_state_persists(session, guard):
+    assert session.run("x = 41").ok
+    assert session.run("x + 1").stdout == "42\n"
+    assert session.run("import math\ndef f(v):\n    return math.sqrt(v)").ok
+    assert session.run("f(16)").stdout == "4.0\n"
+
+
+def test_rollback_after_exception(session, guard):
+    session.run("x = 1\nitems = [1]")
+    r = session.run("x = 2\nitems.append(2)\nraise ValueError('boom')")
+    assert r.error.type == "ValueError"
+    assert session.run("x, items").stdout == "(1, [1])\n"
+
+
+def test_rollback_after_timeout(session, guard):
+    session.run("x = 1")
+    r = session.run("x = 2\nwhile True:\n    pass", timeout=1.0)
+    assert r.timed_out
+    assert session.run("x").stdout == "1\n"
+
+
+def test_rollback_after_segfault(session, guard):
+    session.run("x = 'kept'")
+    r = session.run("x = 'lost'\nimport ctypes\nctypes.string_at(0)")
+    assert r.error.type == "Crash" and "SIGSEGV" in r.error.message
+    assert session.run("x").stdout == "'kept'\n"
+
+
+def test_rollback_after_memory_bomb(session, guard):
+    session.run("x = [1, 2, 3]")
+    r = session.run("x.append(4)\nbig = bytearray(10 ** 10)")
+    assert r.error.type == "MemoryError"
+    assert session.run("x").stdout == "[1, 2, 3]\n"
+
+
+def test_rollback_after_forbidden_syscall(session, guard):
+    session.run("x = 5")
+    r = session.run("x = 6\nimport ctypes\nctypes.CDLL(None).ptrace(0, 0, 0, 0)")
+    assert r.error.type == "Crash" and "SIGSYS" in r.error.message
+    assert session.run("x").stdout == "5\n"
+
+
+def test_session_cannot_fork(session, guard):
+    session.run("import os")
+    r = session.run("os.fork()")
+    assert r.error.type == "PermissionError"
+    r = session.run("import ctypes\nprint(ctypes.CDLL(None, use_errno=True).syscall(56, 17, 0, 0, 0, 0))")
+    assert r.stdout == "-1\n"
+    assert session.run("1 + 1").stdout == "2\n"
+
+
+def test_session_cannot_kill_its_parked_state(session, guard):
+    session.run("import os\nx = 'alive'")
+    r = session.run("os.kill(os.getppid(), 9)")
+    assert r.error.type == "PermissionError"
+    r = session.run("os.kill(0, 9)")
+    assert r.error.type == "PermissionError"
+    assert session.run("x").stdout == "'alive'\n"
+
+
+def test_files_persist_in_session_workdir(session, guard):
+    session.run("open('notes.txt', 'w').write('remember')")
+    assert session.run("open('notes.txt').read()").stdout == "'remember'\n"
+
+
+def test_reset_forgets_everything(session, guard):
+    session.run("x = 1")
+    session.reset()
+    assert session.run("x").error.type == "NameError"
+
+
+def test_closed_session_raises(sb, guard):
+    s = sb.session()
+    s.close()
+    with pytest.raises(SessionClosedError):
+        s.run("1")
+
+
+def test_live_session_cap(sb, guard):
+    old = sb.max_sessions
+    sb.max_sessions = sb.live_sessions + 2
+    opened = [sb.session(), sb.session()]
+    try:
+        with pytest.raises(TooManySessionsError):
+            sb.session()
+    finally:
+        for s in opened:
+            s.close()
+        sb.max_sessions = old
+
+
+def test_idle_sessions_expire(sb, guard):
+    old = sb.session_idle_s
+    sb.session_idle_s = 0.3
+    try:
+        s = sb.session()
+        s.run("x = 1")
+        deadline = time.monotonic() + 10
+        while not s.closed and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with pytest.raises(SessionClosedError, match="expired"):
+            s.run("x")
+    finally:
+        sb.session_idle_s = old
+
+
+def test_sessions_are_independent(sb, guard):
+    a, b = sb.session(), sb.session()
+    try:
+        a.run("x = 'a'")
+        b.run("x = 'b'")
+        assert a.run("x").stdout == "'a'\n" and b.run("x").stdout == "'b'\n"
+    finally:
+        a.close(), b.close()
+
+
+def test_many_cells_keep_state(session, guard):
+    for i in range(30):
+        assert session.run(f"v{i} = {i}").ok
+    assert session.run("sum(v0 for v0 in range(30))").stdout == "435\n"
+    assert session.run("v29").stdout == "29\n"
