@@ -18,6 +18,41 @@ import triton.language as tl
 
 
 @triton.jit
+def _attend_tile(acc, m_i, l_i, q, q_pos, start, end, k_cache_ptr, v_cache_ptr, table, kv_head, scale_log2,
+                 stride_cb, stride_cs, stride_ch, offs_d, d_mask,
+                 BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, IEEE: tl.constexpr):
+    """One BLOCK_N-key step of the online softmax. Unmasked tiles (every key visible to every row,
+    all inside the context) skip the bounds and causal masks."""
+    offs_n = start + tl.arange(0, BLOCK_N)
+    if MASKED:
+        n_mask = offs_n < end
+        block = tl.load(table + offs_n // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
+    else:
+        n_mask = offs_n >= 0
+        block = tl.load(table + offs_n // BLOCK_SIZE).to(tl.int64)
+    kv_off = block * stride_cb + (offs_n % BLOCK_SIZE) * stride_cs + kv_head * stride_ch
+    k = tl.load(k_cache_ptr + kv_off[None, :] + offs_d[:, None], mask=n_mask[None, :] & d_mask[:, None], other=0.0)
+    if IEEE:
+        qk = tl.dot(q, k, input_precision="ieee")
+    else:
+        qk = tl.dot(q, k)
+    qk = qk * scale_log2
+    if MASKED:
+        # the first key of every tile row is visible (q_pos >= 0), so m_new stays finite
+        qk = tl.where((offs_n[None, :] <= q_pos[:, None]) & n_mask[None, :], qk, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(qk - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(v_cache_ptr + kv_off[:, None] + offs_d[None, :], mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+    if IEEE:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
 def _paged_prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
     query_start_loc_ptr, seq_lens_ptr, block_tables_ptr,
@@ -49,34 +84,19 @@ def _paged_prefill_kernel(
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        # keys past the last query row of this block are causally masked for every row: skip them
-        end = prefix + tl.minimum((m_block + 1) * BLOCK_M, q_len)
         table = block_tables_ptr + seq.to(tl.int64) * stride_bt
-        for start in range(0, end, BLOCK_N):
-            offs_n = start + tl.arange(0, BLOCK_N)
-            n_mask = offs_n < end
-            block = tl.load(table + offs_n // BLOCK_SIZE, mask=n_mask, other=0).to(tl.int64)
-            kv_off = block * stride_cb + (offs_n % BLOCK_SIZE) * stride_cs + kv_head * stride_ch
-            k = tl.load(k_cache_ptr + kv_off[None, :] + offs_d[:, None],
-                        mask=n_mask[None, :] & d_mask[:, None], other=0.0)
-            if IEEE:
-                qk = tl.dot(q, k, input_precision="ieee")
-            else:
-                qk = tl.dot(q, k)
-            # the first key of every tile row is visible (q_pos >= 0), so m_new stays finite
-            visible = (offs_n[None, :] <= q_pos[:, None]) & n_mask[None, :]
-            qk = tl.where(visible, qk * scale_log2, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(qk - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(v_cache_ptr + kv_off[:, None] + offs_d[None, :],
-                        mask=n_mask[:, None] & d_mask[None, :], other=0.0)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+        # keys up to the first row's position are visible to every row: whole tiles of them need no mask
+        full_end = (prefix + m_block * BLOCK_M + 1) // BLOCK_N * BLOCK_N
+        # keys past the last row's position are masked for every row: stop there
+        end = prefix + tl.minimum((m_block + 1) * BLOCK_M, q_len)
+        for start in range(0, full_end, BLOCK_N):
+            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, start, end, k_cache_ptr, v_cache_ptr, table,
+                                         kv_head, scale_log2, stride_cb, stride_cs, stride_ch, offs_d, d_mask,
+                                         BLOCK_SIZE, BLOCK_N, False, IEEE)
+        for start in range(full_end, end, BLOCK_N):
+            acc, m_i, l_i = _attend_tile(acc, m_i, l_i, q, q_pos, start, end, k_cache_ptr, v_cache_ptr, table,
+                                         kv_head, scale_log2, stride_cb, stride_cs, stride_ch, offs_d, d_mask,
+                                         BLOCK_SIZE, BLOCK_N, True, IEEE)
         acc = acc / l_i[:, None]
         tl.store(out_ptr + q_rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
                  acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])

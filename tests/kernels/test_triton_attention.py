@@ -62,6 +62,19 @@ def test_prefill_default_tiles_and_empty_sequence(head_dim):
                                     b.block_tables, 0.1))
 
 
+@pytest.mark.parametrize("block_n", [16, 32])
+def test_prefill_every_prefix_alignment(block_n):
+    """Cached prefixes of every length modulo the tiles: the causal diagonal lands at every offset
+    of a key tile, so an off-by-one in where masking starts or stops shows up."""
+    prefixes = list(range(0, 2 * block_n + 2))
+    new_lens = [1 + (7 * i) % 20 for i in range(len(prefixes))]
+    b = make_paged_batch(prefixes, new_lens, num_heads=2, num_kv_heads=1, head_dim=64, block_size=16, seed=17)
+    out = paged_prefill_attention(b.q, b.k_cache, b.v_cache, b.query_start_loc, b.seq_lens, b.block_tables,
+                                  b.max_query_len, 0.125, block_m=16, block_n=block_n)
+    _check(out, paged_attention_ref(b.q, b.k_cache, b.v_cache, b.query_start_loc, b.seq_lens,
+                                    b.block_tables, 0.125))
+
+
 def test_prefill_is_causal():
     """Changing a later token's K/V leaves every earlier token's output unchanged."""
     b = make_paged_batch([0], [40], num_heads=2, num_kv_heads=2, head_dim=64, block_size=16, seed=3)
