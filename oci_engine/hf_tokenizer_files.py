@@ -59,6 +59,9 @@ def load_hf_dir(cls, path: str, chat_template: str | None = None):
                            lstrip=bool(spec.get("lstrip", False)), rstrip=bool(spec.get("rstrip", False)),
                            single_word=bool(spec.get("single_word", False)))
         (backend.add_special_tokens if token.special else backend.add_tokens)([token])
+        if backend.token_to_id(content) != int(token_id):
+            raise TokenizerError(f"tokenizer_config.json places added token {content!r} at id {token_id}, but the "
+                                 f"vocabulary continues at {backend.token_to_id(content)}; the files do not match")
 
     def named(key):
         value = config.get(key, specials_map.get(key))
@@ -76,7 +79,11 @@ def load_hf_dir(cls, path: str, chat_template: str | None = None):
     eos = generation.get("eos_token_id")
     extra_eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
 
-    add_bos = config.get("add_bos_token", default_add_bos)
+    # tokenizer.json's own post-processor decides what encode() adds, as in transformers 5; the
+    # config's add_bos_token / add_eos_token apply where there is none.
+    add_bos = add_eos = None
+    if backend.post_processor is None:
+        add_bos, add_eos = config.get("add_bos_token", default_add_bos), config.get("add_eos_token")
     return cls(
         backend,
         bos_token=named("bos_token"),
@@ -84,7 +91,7 @@ def load_hf_dir(cls, path: str, chat_template: str | None = None):
         unk_token=named("unk_token"),
         pad_token=named("pad_token"),
         add_bos_token=add_bos,
-        add_eos_token=config.get("add_eos_token"),
+        add_eos_token=add_eos,
         chat_template=template,
         extra_eos_ids=extra_eos,
         name=os.path.basename(os.path.normpath(path)),

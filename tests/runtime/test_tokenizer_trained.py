@@ -298,3 +298,46 @@ def test_load_errors(tmp_path, sp_model):
     # An eos id past the end of the vocabulary.
     with pytest.raises(ModelFormatError, match="outside the vocabulary"):
         Tokenizer.from_pretrained(_sp_gguf(tmp_path / "bad_eos.gguf", sp_model, eot_token_id=10_000))
+
+
+# ---- Hugging Face directories with tokenizer.json -------------------------------------------
+
+@pytest.mark.parametrize("layout", ["template", "template_and_config", "config_only"])
+def test_tokenizer_json_bos_rules(layout, tmp_path):
+    """tokenizer.json's post-processor decides whether encode() adds BOS (transformers 5 ignores
+    tokenizer_config.json's add_bos_token then); without one, add_bos_token / add_eos_token apply."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    backend = _train_byte_level("llama-bpe")
+    if layout != "config_only":
+        backend.post_processor = TemplateProcessing(single="<|im_start|> $A", pair="<|im_start|> $A $B",
+                                                    special_tokens=[("<|im_start|>", 1)])
+    backend.save(str(tmp_path / "tokenizer.json"))
+    config = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "tokenizer_class": "PreTrainedTokenizerFast"}
+    if layout == "template_and_config":
+        config.update(add_bos_token=False)
+    elif layout == "config_only":
+        config.update(add_bos_token=True, add_eos_token=True)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    tok = Tokenizer.from_pretrained(tmp_path)
+    ref = AutoTokenizer.from_pretrained(str(tmp_path))
+    for text in CORPUS:
+        assert tok.encode(text, add_special_tokens=False) == ref.encode(text, add_special_tokens=False), text
+        if layout != "config_only":
+            assert tok.encode(text) == ref.encode(text), text
+    assert tok.encode("x")[0] == 1 and tok.add_bos_token
+    assert (tok.encode("x")[-1] == 2) == (layout == "config_only")
+
+
+def test_added_tokens_from_config(sp_model, tmp_path):
+    (tmp_path / "tokenizer.model").write_bytes(sp_model.read_bytes())
+    added = {"400": {"content": "<|fim_middle|>", "special": True}, "401": {"content": "<think>", "special": False}}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": added, "add_bos_token": False}))
+    tok = Tokenizer.from_pretrained(tmp_path)
+    ids = tok.encode("a<|fim_middle|>b<think>c")
+    assert 400 in ids and 401 in ids and tok.vocab_size == 402
+    assert tok.decode(ids) == "a b<think> c"  # the special one is skipped, the plain added one kept
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": {"500": added["400"]}}))
+    with pytest.raises(TokenizerError, match="do not match"):
+        Tokenizer.from_pretrained(tmp_path)
