@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from oci_engine.kernels.paged_prefill_attention import check_paged_shapes
+
 
 @triton.jit
 def _decode_partition_kernel(
@@ -117,6 +119,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
                            block_n: int | None = None) -> torch.Tensor:
     """q [B, nh, d] (one new token per sequence) -> [B, nh, d]; the token's K/V is already in the cache."""
     B, nh, d = q.shape
+    check_paged_shapes(q, k_cache, v_cache)
     nkv, block_size = k_cache.shape[2], k_cache.shape[1]
     if q.stride(-1) != 1:
         q = q.contiguous()

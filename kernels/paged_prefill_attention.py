@@ -102,31 +102,56 @@ def _paged_prefill_kernel(
                  acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
 
 
+def check_paged_shapes(q, k_cache, v_cache) -> None:
+    """Shape errors a caller can make, caught here rather than as wrong numbers from a kernel."""
+    if k_cache.shape != v_cache.shape or k_cache.stride() != v_cache.stride():
+        raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} must have the same "
+                         "shape and layout [num_blocks, block_size, num_kv_heads, head_dim]")
+    if k_cache.stride(-1) != 1:
+        raise ValueError("the KV cache's head_dim must be contiguous")
+    nh, d = q.shape[1], q.shape[2]
+    if d != k_cache.shape[3] or nh % k_cache.shape[2]:
+        raise ValueError(f"q has {nh} heads of {d}; the cache has {k_cache.shape[2]} kv heads of {k_cache.shape[3]}: "
+                         "the head dims must match and the kv heads must divide the query heads")
+
+
+def prefill_tiles(max_query_len: int, head_dim: int) -> tuple[int, int, int, int]:
+    """(block_m, block_n, num_warps, num_stages) for the GPU.
+
+    Long prompts take the 128 x 64 tiles that Triton's fused-attention tutorial runs on Hopper; a
+    short chunk (a few new tokens over a long cached prefix) gets a query tile just big enough.
+    Not yet tuned on a GPU: `python -m bench gpu --sweep-tiles` measures the alternatives.
+    """
+    if max_query_len >= 128:
+        return 128, 64, 8 if head_dim > 64 else 4, 3
+    return max(16, triton.next_power_of_2(max_query_len)), 64 if head_dim <= 64 else 32, 4, 2
+
+
 def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                             query_start_loc: torch.Tensor, seq_lens: torch.Tensor,
                             block_tables: torch.Tensor, max_query_len: int, scale: float,
                             out: torch.Tensor | None = None, block_m: int | None = None,
-                            block_n: int | None = None) -> torch.Tensor:
+                            block_n: int | None = None, num_warps: int | None = None,
+                            num_stages: int | None = None) -> torch.Tensor:
     """q [T, nh, d] -> [T, nh, d]. K/V of the new tokens must already be in the cache."""
     T, nh, d = q.shape
+    check_paged_shapes(q, k_cache, v_cache)
     nkv = k_cache.shape[2]
     if q.stride(-1) != 1:
         q = q.contiguous()
     out = torch.empty_like(q) if out is None else out
     if T == 0:
         return out
-    block_d = triton.next_power_of_2(d)
-    # 64x64 tiles keep a 128-wide head's q, k, v and accumulator within registers; a short chunk
-    # (e.g. a few new tokens over a long cached prefix) gets a narrower query tile.
-    block_m = block_m or min(64, max(16, triton.next_power_of_2(max_query_len)))
-    block_n = block_n or (64 if d <= 64 else 32)
+    tiles = prefill_tiles(max_query_len, d)
+    block_m, block_n = block_m or tiles[0], block_n or tiles[1]
     grid = (triton.cdiv(max_query_len, block_m), seq_lens.shape[0], nh)
     _paged_prefill_kernel[grid](
         q, k_cache, v_cache, out, query_start_loc, seq_lens, block_tables,
         scale * math.log2(math.e),
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
-        GROUP=nh // nkv, BLOCK_SIZE=k_cache.shape[1], HEAD_DIM=d, BLOCK_D=block_d,
+        GROUP=nh // nkv, BLOCK_SIZE=k_cache.shape[1], HEAD_DIM=d, BLOCK_D=triton.next_power_of_2(d),
         BLOCK_M=block_m, BLOCK_N=block_n, IEEE=q.dtype == torch.float32,
+        num_warps=num_warps or tiles[2], num_stages=num_stages or tiles[3],
     )
     return out

@@ -171,3 +171,14 @@ def test_write_then_attend_end_to_end():
                                   b.max_query_len, 1 / math.sqrt(64))
     _check(out, paged_attention_ref(b.q, b.k_cache, b.v_cache, b.query_start_loc, b.seq_lens,
                                     b.block_tables, 1 / math.sqrt(64)))
+
+
+def test_shape_errors_are_reported():
+    b = make_paged_batch([4], [3], num_heads=4, num_kv_heads=2, head_dim=64, block_size=16)
+    args = (b.query_start_loc, b.seq_lens, b.block_tables, b.max_query_len, 0.125)
+    with pytest.raises(ValueError, match="kv heads must divide"):
+        paged_prefill_attention(torch.randn(3, 3, 64), b.k_cache, b.v_cache, *args)
+    with pytest.raises(ValueError, match="head dims must match"):
+        paged_decode_attention(torch.randn(1, 4, 32), b.k_cache, b.v_cache, b.seq_lens, b.block_tables, 0.1)
+    with pytest.raises(ValueError, match="same shape"):
+        paged_prefill_attention(b.q, b.k_cache, b.v_cache[:, :8], *args)
