@@ -162,7 +162,9 @@ class Interpreter:
                 turn.messages.append({"role": "assistant", "content": reply, "round": round_no})
                 yield Event("reply", {"text": reply, "round": round_no,
                                       "finish_reason": getattr(final, "finish_reason", None),
-                                      "cached_tokens": turn.cached_tokens[-1] if turn.cached_tokens else 0})
+                                      "prompt_tokens": len(final.prompt_token_ids) if final is not None else 0,
+                                      "output_tokens": len(final.token_ids) if final is not None else 0,
+                                      "cached_tokens": final.num_cached_tokens if final is not None else 0})
                 blocks = extract_code_blocks(reply)
                 if not blocks or self._cancel.is_set():
                     break

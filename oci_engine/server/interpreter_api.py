@@ -77,6 +77,10 @@ async def send_message(sid: str, body: SessionMessageRequest, request: Request):
     def work():
         try:
             for ev in s.interpreter.stream(body.content, max_rounds=rounds, sampling_params=params):
+                if ev.type == "reply":
+                    state.metrics.inc("oci_prompt_tokens_total", ev.data["prompt_tokens"])
+                    state.metrics.inc("oci_cached_prompt_tokens_total", ev.data["cached_tokens"])
+                    state.metrics.inc("oci_generation_tokens_total", ev.data["output_tokens"])
                 if ev.type == "done":  # recorded here so a turn the client left is still in the transcript
                     s.transcript.extend(ev.data["turn"].messages)
                 loop.call_soon_threadsafe(events.put_nowait, ev)
