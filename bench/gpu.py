@@ -3,6 +3,7 @@
   prefill  paged prefill attention  vs  torch SDPA (flash) on dense tensors of the same shapes
   decode   paged decode attention   vs  gather the paged K/V into dense tensors, then SDPA
   e2e      decode tokens/s of the engine (and of a CUDA-graph decode loop) vs transformers
+  --sweep-tiles  times the kernels' tile / partition alternatives, to set the launchers' defaults
 
 Kernel times are medians over --repeats timed batches of CUDA-event measurements; ratios are
 peer time / our time (> 1: we are faster). Results go to a table on stdout and --out as JSON.
@@ -107,6 +108,53 @@ def bench_decode(shape, repeats, dtype, block_size):
     return dict(ours_ms=cuda_median_ms(ours, repeats), peer_ms=cuda_median_ms(peer, repeats), max_abs_diff=err)
 
 
+def sweep_tiles(repeats, dtype, block_size):
+    """Time every prefill tile configuration and decode partition size; print the best per shape."""
+    import itertools
+
+    import torch
+
+    from oci_engine.kernels.paged_decode_attention import paged_decode_attention
+    from oci_engine.kernels.paged_prefill_attention import paged_prefill_attention, prefill_tiles
+
+    found = []
+    for B, L, nh, nkv, d in PREFILL_SHAPES:
+        k_cache, v_cache, tables = paged_cache(B, L, nkv, d, block_size, dtype)
+        q = torch.randn(B * L, nh, d, device="cuda", dtype=dtype)
+        qsl = torch.arange(0, B * L + 1, L, device="cuda", dtype=torch.int32)
+        seq_lens = torch.full((B,), L, device="cuda", dtype=torch.int32)
+        timings = []
+        for bm, bn, warps, stages in itertools.product([64, 128], [32, 64, 128], [4, 8], [2, 3, 4]):
+            try:
+                ms = cuda_median_ms(lambda: paged_prefill_attention(
+                    q, k_cache, v_cache, qsl, seq_lens, tables, L, d ** -0.5, block_m=bm, block_n=bn,
+                    num_warps=warps, num_stages=stages), repeats)
+            except Exception as e:  # a tile that does not fit this GPU's shared memory or registers
+                print(f"  prefill {(B, L, nh, nkv, d)} {(bm, bn, warps, stages)}: {type(e).__name__}")
+                continue
+            timings.append((ms, (bm, bn, warps, stages)))
+        timings.sort()
+        default = prefill_tiles(L, d)
+        dms = next((ms for ms, c in timings if c == default), float("nan"))
+        print(f"prefill {(B, L, nh, nkv, d)}: default {default} {dms:.3f} ms; best "
+              + ", ".join(f"{c} {ms:.3f} ms" for ms, c in timings[:3]))
+        found.append(dict(kind="prefill", shape=(B, L, nh, nkv, d), default=default, default_ms=dms,
+                          best=[dict(tiles=c, ms=ms) for ms, c in timings[:3]]))
+    for B, ctx, nh, nkv, d in DECODE_SHAPES:
+        k_cache, v_cache, tables = paged_cache(B, ctx, nkv, d, block_size, dtype)
+        q = torch.randn(B, nh, d, device="cuda", dtype=dtype)
+        seq_lens = torch.full((B,), ctx, device="cuda", dtype=torch.int32)
+        timings = sorted(
+            (cuda_median_ms(lambda: paged_decode_attention(q, k_cache, v_cache, seq_lens, tables, d ** -0.5,
+                                                           partition=part, block_n=bn), repeats), (part, bn))
+            for part, bn in itertools.product([64, 128, 256, 512, 1024], [16, 32, 64]))
+        print(f"decode {(B, ctx, nh, nkv, d)}: best (partition, block_n) "
+              + ", ".join(f"{c} {ms:.3f} ms" for ms, c in timings[:3]))
+        found.append(dict(kind="decode", shape=(B, ctx, nh, nkv, d),
+                          best=[dict(tiles=c, ms=ms) for ms, c in timings[:3]]))
+    return found
+
+
 def _row(kind, shape, r, peer):
     ratio = r["peer_ms"] / r["ours_ms"]
     print(f"{kind:8} {str(shape):26} {r['ours_ms']:9.3f} {r['peer_ms']:9.3f} {ratio:7.2f}x  {peer}  "
@@ -123,6 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="smollm2-135m", help="model for the end-to-end part")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16], help="e2e batch sizes")
     ap.add_argument("--tokens", type=int, default=128, help="e2e new tokens per sequence")
+    ap.add_argument("--sweep-tiles", action="store_true",
+                    help="also time every prefill tile / decode partition configuration (slow)")
     ap.add_argument("--out", default=".benchmarks/gpu.json")
     args = ap.parse_args(argv)
 
@@ -146,6 +196,8 @@ def main(argv=None) -> int:
         for shape in DECODE_SHAPES:  # (B, context, nh, nkv, d)
             r = bench_decode(shape, args.repeats, dtype, args.block_size)
             results["rows"].append(_row("decode", shape, r, "gather+SDPA"))
+    if args.sweep_tiles:
+        results["tile_sweep"] = sweep_tiles(max(5, args.repeats // 4), dtype, args.block_size)
     if "e2e" in parts:
         from bench._gpu_e2e import bench_e2e
 

@@ -72,3 +72,12 @@ def test_backend_without_gpu_or_interpreter_is_a_typed_error():
             "try:\n    get_ops('triton')\nexcept BackendError as e:\n    print('BackendError:', e)\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "BackendError:" in out.stdout and "CUDA GPU" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_gpu_bench_without_cuda_says_so():
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-m", "bench", "gpu"], cwd=root, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2
+    assert "no CUDA GPU" in out.stderr and "Traceback" not in out.stderr
