@@ -63,7 +63,16 @@
   }
 
   async function createSession() {
-    const r = await fetch("/v1/interpreter/sessions", { method: "POST", headers: headers(), body: "{}" });
+    let r = await fetch("/v1/interpreter/sessions", { method: "POST", headers: headers(), body: "{}" });
+    if (r.status === 401) {
+      // The server was started with --api-key: ask once, remember it in this browser.
+      const key = window.prompt("This server needs an API key:");
+      if (key) {
+        state.apiKey = key.trim();
+        localStorage.setItem("oci-api-key", state.apiKey);
+        r = await fetch("/v1/interpreter/sessions", { method: "POST", headers: headers(), body: "{}" });
+      }
+    }
     if (!r.ok) throw new Error("could not create a session: HTTP " + r.status);
     state.sessionId = (await r.json()).id;
     $("transcript").innerHTML = "";
