@@ -62,6 +62,16 @@ CHAT_PROMPTS = ["Write a Python function that reverses a string.",
 NEW_TOKENS = 32
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # These machines share 2 cores among many processes: with 2 intra-op threads every small op
+    # waits on a descheduled peer thread at its barrier (a decode step measured 15x slower).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def ours(smollm2_gguf):
     return make_model(smollm2_gguf)
