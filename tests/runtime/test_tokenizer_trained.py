@@ -94,9 +94,22 @@ def _sp_gguf(path, sp_model, **extra):
     return path
 
 
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
+
+
 @pytest.fixture(scope="module")
 def sp_gguf(sp_model, tmp_path_factory):
-    return _sp_gguf(tmp_path_factory.mktemp("sp_gguf") / "tiny-llama-vocab.gguf", sp_model)
+    return _sp_gguf(tmp_path_factory.mktemp("sp_gguf") / "tiny-llama-vocab.gguf", sp_model,
+                    chat_template=LLAMA2_TEMPLATE)
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +158,12 @@ def test_sentencepiece_gguf_matches_transformers(sp_gguf):
         ids = tok.encode(text)
         assert tok.decode(ids) == ref.decode(ids, skip_special_tokens=True)
         assert tok.decode(ids, skip_special_tokens=False) == ref.decode(ids)
+    chat = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Sum 1..10?"},
+            {"role": "assistant", "content": "55"}, {"role": "user", "content": "Now in Python."}]
+    for turns in (chat, chat[1:2]):
+        text = tok.apply_chat_template(turns, add_generation_prompt=False)
+        assert text == ref.apply_chat_template(turns, tokenize=False)
+        assert text.startswith("<s>[INST] ") and (tok.eos_token in text) == (len(turns) > 1)
 
 
 @pytest.fixture(scope="module")
