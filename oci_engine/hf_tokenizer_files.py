@@ -41,9 +41,11 @@ def load_hf_dir(cls, path: str, chat_template: str | None = None):
                               ("pad_token", spm.pad_id)):
             if piece_id is not None:
                 specials_map.setdefault(key, spm.vocab.tokens[piece_id])
+    elif os.path.isfile(os.path.join(path, "vocab.json")) and os.path.isfile(os.path.join(path, "merges.txt")):
+        backend = _byte_level_files(path, config.get("tokenizer_class") or "")
     else:
-        raise TokenizerError(f"{path} has neither tokenizer.json nor tokenizer.model; copy the model's tokenizer "
-                             "files into the directory")
+        raise TokenizerError(f"{path} has no tokenizer.json, tokenizer.model or vocab.json + merges.txt; copy the "
+                             "model's tokenizer files into the directory")
 
     # Tokens listed only in tokenizer_config.json (common for SentencePiece directories).
     decoder = config.get("added_tokens_decoder") or {}
@@ -96,3 +98,20 @@ def load_hf_dir(cls, path: str, chat_template: str | None = None):
         extra_eos_ids=extra_eos,
         name=os.path.basename(os.path.normpath(path)),
     )
+
+
+def _byte_level_files(path: str, tokenizer_class: str):
+    """GPT-2 style vocab.json + merges.txt (byte-level BPE), as older checkpoints ship them."""
+    from oci_engine.tokenizer import read_json
+    from oci_engine.vocab_builders import Vocab, build_tokenizer
+
+    table = read_json(os.path.join(path, "vocab.json"))
+    tokens = [None] * len(table)
+    for token, index in table.items():
+        if not 0 <= index < len(tokens) or tokens[index] is not None:
+            raise TokenizerError(f"vocab.json in {path} does not number its tokens 0..{len(table) - 1}; the file is damaged")
+        tokens[index] = token
+    with open(os.path.join(path, "merges.txt"), encoding="utf-8") as f:
+        merges = [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#version")]
+    pre = "qwen2" if tokenizer_class.startswith("Qwen2") else "gpt2"
+    return build_tokenizer(Vocab(model="gpt2", tokens=tokens, merges=merges, pre=pre))

@@ -290,7 +290,7 @@ def test_load_errors(tmp_path, sp_model):
         Tokenizer.from_pretrained(tmp_path / "missing")
     empty = tmp_path / "empty_dir"
     empty.mkdir()
-    with pytest.raises(TokenizerError, match="neither tokenizer.json nor tokenizer.model"):
+    with pytest.raises(TokenizerError, match="no tokenizer.json, tokenizer.model or vocab.json"):
         Tokenizer.from_pretrained(empty)
     bad = tmp_path / "bad_json"
     bad.mkdir()
@@ -360,3 +360,24 @@ def test_added_tokens_from_config(sp_model, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": {"500": added["400"]}}))
     with pytest.raises(TokenizerError, match="do not match"):
         Tokenizer.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("cls,pre", [("GPT2Tokenizer", "gpt2"), ("Qwen2Tokenizer", "qwen2")])
+def test_vocab_json_and_merges_txt(cls, pre, tmp_path):
+    """The older byte-level layout: vocab.json + merges.txt, special tokens in tokenizer_config.json."""
+    from transformers import AutoTokenizer
+
+    model = json.loads(_train_byte_level(pre).to_str())["model"]
+    (tmp_path / "vocab.json").write_text(json.dumps(model["vocab"]))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    added = {str(model["vocab"][t]): {"content": t, "special": True} for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": cls, "added_tokens_decoder": added, "bos_token": None, "eos_token": "<|im_end|>",
+        "unk_token": None, "pad_token": "<|endoftext|>", "add_prefix_space": False}))
+    tok = Tokenizer.from_pretrained(tmp_path)
+    ref = AutoTokenizer.from_pretrained(str(tmp_path))
+    for text in CORPUS + ["<|im_start|>user\nhi<|im_end|>"]:
+        assert tok.encode(text) == ref.encode(text), text
+        assert tok.decode(tok.encode(text)) == ref.decode(ref.encode(text), skip_special_tokens=True)
+    assert tok.eos_token_id == 2 and tok.pad_token_id == 0 and tok.bos_token_id is None
