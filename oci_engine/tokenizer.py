@@ -15,6 +15,9 @@ from oci_engine.errors import ModelNotFoundError, TokenizerError
 
 
 class Tokenizer:
+    """Wraps a `tokenizers.Tokenizer` (`backend`) with the model's named special tokens, its
+    BOS/EOS rules, end-of-sequence ids and chat template. Build it with `from_pretrained`."""
+
     def __init__(
         self,
         backend,
@@ -36,10 +39,9 @@ class Tokenizer:
         self.chat_template = chat_template
         self._specials = {"bos_token": bos_token, "eos_token": eos_token, "unk_token": unk_token, "pad_token": pad_token}
         # Named special tokens must stay whole in text and be skippable in decode, as in transformers.
-        missing = [t for t in self._specials.values() if t is not None and backend.token_to_id(t) is None]
-        present = [t for t in self._specials.values() if t is not None and backend.token_to_id(t) is not None]
+        named = [t for t in dict.fromkeys(self._specials.values()) if t is not None]
         added = {a.content for a in backend.get_added_tokens_decoder().values()}
-        to_add = [AddedToken(t, special=True, normalized=False) for t in dict.fromkeys(missing + present) if t not in added]
+        to_add = [AddedToken(t, special=True, normalized=False) for t in named if t not in added]
         if to_add:
             backend.add_special_tokens(to_add)
         if add_bos_token is not None or add_eos_token is not None or backend.post_processor is None:
