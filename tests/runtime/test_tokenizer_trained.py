@@ -381,3 +381,14 @@ def test_vocab_json_and_merges_txt(cls, pre, tmp_path):
         assert tok.encode(text) == ref.encode(text), text
         assert tok.decode(tok.encode(text)) == ref.decode(ref.encode(text), skip_special_tokens=True)
     assert tok.eos_token_id == 2 and tok.pad_token_id == 0 and tok.bos_token_id is None
+
+
+def test_gguf_sources_agree(sp_gguf):
+    """A path, an open gguf.GGUFReader, and the loader's parsed metadata build the same tokenizer."""
+    from oci_engine.loader.gguf_file import read_gguf_metadata
+
+    tokenizers = [Tokenizer.from_gguf(sp_gguf), Tokenizer.from_gguf(gguf.GGUFReader(str(sp_gguf))),
+                  Tokenizer.from_gguf(read_gguf_metadata(sp_gguf))]
+    for text in CORPUS:
+        assert len({tuple(t.encode(text)) for t in tokenizers}) == 1
+    assert len({(t.bos_token_id, t.eos_token_id, t.chat_template, t.add_bos_token) for t in tokenizers}) == 1
