@@ -206,3 +206,21 @@ def test_bad_requests_are_typed_errors(tiny):
         llm.generate("text needs a tokenizer")
     with pytest.raises(InvalidRequestError, match="one per prompt"):
         llm.generate(prompt_token_ids=[[3], [4]], sampling_params=[GREEDY] * 3)
+
+
+def test_request_metrics_and_engine_stats(tiny):
+    llm = make_llm(tiny)
+    p = prompts16()[-1]
+    out = llm.generate(prompt_token_ids=p, sampling_params=GREEDY)[0]
+    m = out.metrics
+    assert m.num_prompt_tokens == len(p) and m.num_generation_tokens == 24
+    assert 0 < m.time_to_first_token <= m.e2e_latency
+    assert m.time_per_output_token > 0 and m.queue_time >= 0
+    again = llm.generate(prompt_token_ids=p, sampling_params=GREEDY)[0]
+    assert again.metrics.num_cached_tokens == again.num_cached_tokens == 64
+    s = llm.stats
+    assert s.generation_tokens_total == 48 and s.prompt_tokens_total == 2 * len(p) and s.cached_tokens_total == 64
+    assert s.num_blocks_cached > 0 and s.num_blocks_used == 0 and s.num_blocks_free == s.num_blocks
+    assert s.prefix_cache_hit_rate == 64 / (2 * len(p))
+    g = s.as_gauges()
+    assert g["oci_kv_blocks_cached"] == s.num_blocks_cached and g["oci_num_requests_running"] == 0

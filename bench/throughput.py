@@ -1,0 +1,107 @@
+"""`python -m bench throughput [--batch 1,16,32] [--tokens 128] [--threads N] [--backends cpu,torch] [--no-peer]`
+
+Aggregate generation throughput (output tokens per second over the whole batch, prefill included)
+of oci-engine's continuous batching with N concurrent requests, against one request alone and
+against Hugging Face transformers' batched `generate` (fp32, left-padded, greedy) on the same
+prompts. Every request produces exactly --tokens tokens (EOS suppressed). Medians over --repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+PROMPTS = ["def fibonacci(n):", "import numpy as np\n\ndef normalize(x):", "class Stack:\n    def __init__(self):",
+           "# Read a CSV file and print the mean of each column\n", "def quicksort(arr):",
+           "SELECT name, COUNT(*) FROM orders", "def is_prime(n: int) -> bool:", "async def fetch(url):",
+           "The difference between a list and a tuple in Python is", "def binary_search(a, x):",
+           "import re\n\ndef extract_emails(text):", "def merge_sorted(a, b):", "Write a haiku about recursion.\n",
+           "def flatten(nested):", "from dataclasses import dataclass\n\n@dataclass\nclass Point:",
+           "def word_count(path):"]
+
+
+def prompts_for(n: int) -> list[str]:
+    return [PROMPTS[i % len(PROMPTS)] + ("" if i < len(PROMPTS) else f"  # variant {i}") for i in range(n)]
+
+
+def ours(model: str, backend: str, batch: int, tokens: int, repeats: int) -> float:
+    from oci_engine import LLM, SamplingParams
+
+    llm = LLM(model, backend=backend, max_num_seqs=max(64, batch), enable_prefix_caching=False)
+    sp = SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
+    llm.generate(prompts_for(2), SamplingParams(temperature=0.0, max_tokens=4), use_tqdm=False)  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        outs = llm.generate(prompts_for(batch), sp, use_tqdm=False)
+        dt = time.perf_counter() - t
+        rates.append(sum(len(o.token_ids) for o in outs) / dt)
+    return statistics.median(rates)
+
+
+def transformers_peer(model: str, batch: int, tokens: int, repeats: int) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
+
+    from oci_engine.model_cache import resolve_model
+
+    logging.disable_progress_bar()
+    os.environ["TQDM_DISABLE"] = "1"
+    path = resolve_model(model)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    enc = tok(prompts_for(batch), return_tensors="pt", padding=True)
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = hf.generate(**enc, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                              pad_token_id=tok.pad_token_id)
+        dt = time.perf_counter() - t
+        rates.append((out.shape[1] - enc["input_ids"].shape[1]) * batch / dt)
+    return statistics.median(rates)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench throughput", description=__doc__)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--batch", default="1,16,32")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--backends", default="cpu,torch")
+    ap.add_argument("--no-peer", action="store_true", help="skip transformers")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    sizes = [int(b) for b in args.batch.split(",")]
+    rows = []
+    for backend in args.backends.split(","):
+        for b in sizes:
+            rows.append((f"oci-engine ({backend})", b, ours(args.model, backend, b, args.tokens, args.repeats)))
+    if not args.no_peer:
+        for b in sizes:
+            if b > 1:
+                rows.append(("transformers generate (fp32)", b, transformers_peer(args.model, b, args.tokens, 1)))
+    print(f"model {args.model}, {args.tokens} tokens per request; {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{args.threads} thread(s), torch {torch.__version__}, python {platform.python_version()}")
+    print(f"{'engine':32s} {'requests':>8s} {'tok/s':>9s} {'vs 1 req':>9s} {'vs transformers':>16s}")
+    single = {name: r for name, b, r in rows if b == 1}
+    peer = {b: r for name, b, r in rows if name.startswith("transformers")}
+    for name, b, r in rows:
+        vs1 = f"x{r / single[name]:.2f}" if name in single else ""
+        vsp = f"x{r / peer[b]:.2f}" if b in peer and not name.startswith("transformers") else ""
+        print(f"{name:32s} {b:8d} {r:9.1f} {vs1:>9s} {vsp:>16s}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
