@@ -44,14 +44,22 @@ def isolate(z, channel_fd, out_fd, err_fd, workdir, timeout, session):
     return flt.load(listener=session)
 
 
-def one_shot(z, fds, workdir, code, timeout):
+SPARE_CPU_S = 3600  # lowered to the cell's own budget once its code arrives
+
+
+def spare(z, fds, workdir):
+    """A one-shot child forked ahead of demand: isolated and seeded, waiting for its code."""
     chan = None
     try:
-        isolate(z, *fds, workdir, timeout, session=False)
+        isolate(z, *fds, workdir, SPARE_CPU_S, session=False)
         chan = socket.socket(fileno=CHANNEL_FD)
         capture = cell.Capture(OUT_FD, ERR_FD)
         namespace = cell.prepare(cell.new_namespace())
-        error = cell.run(code, namespace)
+        frame = protocol.FrameReader(chan).recv()
+        if frame is None or frame[0].get("op") != "cell":
+            os._exit(0)
+        limits_mod.set_cpu_limit(z.policy.limits, frame[0]["timeout"])
+        error = cell.run(frame[1].decode("utf-8", "replace"), namespace)
         body = cell.finish(capture, z.policy.limits, error)
         protocol.send(chan, {"op": "result", "ok": error is None}, body)
     except BaseException as e:
@@ -77,37 +85,40 @@ def session_root(z, channel_fd, workdir, timeout):
 
 
 def park(z, chan, namespace):
-    """Hold this state until the zygote asks for a cell (fork from here) or retires it."""
+    """Hold this state. On the zygote's word, fork a spare copy that waits for the next cell;
+    on 'retire' (a successor took over), exit."""
     reader = protocol.FrameReader(chan)
-    child, pidfd = None, None
+    children = {}  # pid -> pidfd: spares and cells forked from here, reaped here
     while True:
-        ready = select.select([chan] + ([pidfd] if pidfd is not None else []), [], [])[0]
-        if pidfd is not None and pidfd in ready:
-            _, status = os.waitpid(child, 0)
-            os.close(pidfd)
-            protocol.send(chan, {"op": "exited", "pid": child, "status": status})
-            child, pidfd = None, None
+        ready = select.select([chan, *children.values()], [], [])[0]
+        for pid, pidfd in list(children.items()):
+            if pidfd in ready:
+                _, status = os.waitpid(pid, 0)
+                os.close(pidfd)
+                del children[pid]
+                protocol.send(chan, {"op": "exited", "pid": pid, "status": status})
         if chan not in ready:
             continue
         if not reader.fill():
             os._exit(0)  # the zygote is gone
-        for header, body, fds in reader.frames():
+        for header, _body, fds in reader.frames():
             if header["op"] == "retire":
                 os._exit(0)
-            if header["op"] != "cell" or len(fds) != 3:
+            if header["op"] != "spare" or len(fds) != 3:
                 for fd in fds:
                     os.close(fd)
                 continue
             pid = os.fork()  # granted once by the zygote through seccomp notification
             if pid == 0:
-                session_cell(z, fds, body.decode("utf-8", "replace"), header["timeout"], namespace)
+                session_spare(z, fds, namespace)
             for fd in fds:
                 os.close(fd)
-            protocol.send(chan, {"op": "forked", "job": header["job"], "pid": pid})
-            child, pidfd = pid, os.pidfd_open(pid)
+            protocol.send(chan, {"op": "forked", "pid": pid})
+            children[pid] = os.pidfd_open(pid)
 
 
-def session_cell(z, fds, code, timeout, namespace):
+def session_spare(z, fds, namespace):
+    """A copy of the parked state, waiting for its cell. Success makes it the parked state."""
     chan = None
     try:
         take_fds(*fds)  # replaces the parked state's channel and capture in this copy
@@ -115,10 +126,13 @@ def session_cell(z, fds, code, timeout, namespace):
             if fd > ERR_FD:
                 os.close(fd)
         chan = socket.socket(fileno=CHANNEL_FD)
-        limits_mod.set_cpu_limit(z.policy.limits, timeout)
         capture = cell.Capture(OUT_FD, ERR_FD)
         cell.prepare(namespace)
-        error = cell.run(code, namespace)
+        frame = protocol.FrameReader(chan).recv()
+        if frame is None or frame[0].get("op") != "cell":
+            os._exit(0)
+        limits_mod.set_cpu_limit(z.policy.limits, frame[0]["timeout"])
+        error = cell.run(frame[1].decode("utf-8", "replace"), namespace)
         body = cell.finish(capture, z.policy.limits, error)
         protocol.send(chan, {"op": "result", "ok": error is None}, body)
         if error is None:

@@ -60,7 +60,7 @@ class Sandbox:
 
     # -- zygote life --------------------------------------------------------------------------
     def _start(self):
-        self._zygote = ZygoteProcess(self.policy, self._on_frame, self._on_death)
+        self._zygote = ZygoteProcess(self.policy, self._on_frame, self._on_death, self.workers)
         self._generation += 1
         missing = [k for k in ("user", "mount", "net", "pid", "ipc") if self.isolation.get(k) is not True]
         if missing:
@@ -75,7 +75,7 @@ class Sandbox:
         with self._lock:
             if self._closed:
                 raise SandboxError("this Sandbox is closed; create a new one")
-            if self._zygote is None or not self._zygote.alive:
+            if self._zygote is None or not self._zygote.alive or self._zygote.proc.poll() is not None:
                 if self._zygote is not None:
                     self._zygote.kill()
                 self._start()

@@ -5,7 +5,9 @@ its end of a socket pair. It reads the policy, imports the preload list, compile
 filters, enters the namespaces, then serves frames in one select loop: it never blocks on a
 child, and it is the only process that forks a one-shot cell or grants a session's fork.
 """
+import collections
 import ctypes
+import gc
 import importlib
 import os
 import secrets
@@ -30,6 +32,8 @@ class Zygote:
         self.session_filter = seccomp_filter.LoadedFilter(seccomp_filter.build(policy, session=True))
         self.sel = selectors.DefaultSelector()
         self.jobs, self.by_pid, self.sessions = {}, {}, {}
+        self.spares = collections.deque()
+        self.pool_size = 2
         self.in_user_ns = False
         self.devnull = None
         self.workroot = None
@@ -81,7 +85,12 @@ class Zygote:
         self.sel.register(self.host, selectors.EVENT_READ, ("host", None))
         self.sel.register(wake_r, selectors.EVENT_READ, ("sigchld", None))
         while True:
-            for key, _ in self.sel.select():
+            # Spares are forked only when there is nothing else to do.
+            events = self.sel.select(0 if len(self.spares) < self.pool_size else None)
+            if not events and len(self.spares) < self.pool_size:
+                self.spares.append(self.spawn_spare())
+                continue
+            for key, _ in events:
                 kind, obj = key.data
                 if kind == "host":
                     self.on_host()
@@ -122,18 +131,30 @@ class Zygote:
         if not alive:
             self.shutdown()
 
-    def start_job(self, job_id, code, timeout):
-        job = Job(job_id)
+    def spawn_spare(self):
+        """Fork and isolate a child ahead of demand; it waits for its cell on its channel. This
+        takes the fork (the costliest step) off the path of the request."""
+        job = Job(None)
         job.workdir = self.make_workdir("run")
         zs, cs = socket.socketpair()
         pid = os.fork()
         if pid == 0:
-            child.one_shot(self, (cs.fileno(), job.out, job.err), job.workdir, code, timeout)
+            child.spare(self, (cs.fileno(), job.out, job.err), job.workdir)
         cs.close()
         self.watch(job, zs)
         job.pid = pid
-        self.jobs[job_id] = job
         self.by_pid[pid] = job
+        return job
+
+    def start_job(self, job_id, code, timeout):
+        job = self.spares.popleft() if self.spares else self.spawn_spare()
+        job.id = job_id
+        self.jobs[job_id] = job
+        try:
+            protocol.send_before(job.chan, 2.0, {"op": "cell", "timeout": timeout},
+                                 code.encode("utf-8", "surrogatepass"))
+        except OSError:
+            pass  # the spare died: its reaping reports the job
 
     def watch(self, job, sock):
         sock.setblocking(False)
@@ -141,16 +162,20 @@ class Zygote:
         self.sel.register(sock, selectors.EVENT_READ, ("job", job))
 
     def on_job(self, job):
+        if job.chan is None:
+            return  # closed by an earlier event of the same select() batch
         try:
             alive = job.reader.fill()
             for header, body, fds in job.reader.frames():
                 for fd in fds:
                     os.close(fd)
-                if job.header is None and header.get("op") == "result":
+                if job.header is None and header.get("op") == "result" and job.id is not None:
                     job.header, job.body = header, body
                     if job.session is not None:
                         zygote_sessions.on_result(self, job)
                         return
+                    self.kill(job.id)  # nothing left for it to do; its files go when it is reaped
+                    self.finish(job)
         except protocol.FrameTooLarge:
             job.reason = f"the cell's output exceeded {self.policy.limits.result_bytes} bytes"
             self.kill(job.id)
@@ -180,15 +205,20 @@ class Zygote:
             if job.chan is not None:
                 self.on_job(job)  # everything it wrote is already in the socket
                 self.unwatch(job)
-            self.finish(job, status)
+            if job.id is None:  # a spare that died unused
+                if job in self.spares:
+                    self.spares.remove(job)
+                job.close_output()
+            else:
+                self.finish(job, status)
+            if job.workdir:
+                shutil.rmtree(job.workdir, ignore_errors=True)
 
     def finish(self, job, status=None):
         if job.done:
             return
         job.done = True
         self.jobs.pop(job.id, None)
-        if job.workdir:
-            shutil.rmtree(job.workdir, ignore_errors=True)
         header = {"op": "done", "job": job.id, "ok": None if job.header is None else job.header.get("ok"),
                   "exit": None, "signal": None, "reason": job.reason}
         if job.header is None and job.out is not None:
@@ -216,8 +246,12 @@ class Zygote:
                 pass
 
     def shutdown(self):
-        for job in list(self.jobs.values()):
-            self.kill(job.id)
+        for job in list(self.jobs.values()) + list(self.spares):
+            for fn in (os.killpg, os.kill):
+                try:
+                    fn(job.pid, signal.SIGKILL)
+                except OSError:
+                    pass
             if job.workdir:
                 shutil.rmtree(job.workdir, ignore_errors=True)
         for sid in list(self.sessions):
@@ -255,7 +289,12 @@ def main():
     policy = Policy.from_dict(header["policy"])
     loaded = preload(policy.preload)
     z = Zygote(host, reader, policy)
+    z.pool_size = max(1, int(header.get("workers", 2)))
     report = z.isolate()
+    # Everything imported so far is shared with every child: keep the collector's hands off it,
+    # or a child's first collection writes to (and so copies) every page of the heap.
+    gc.collect()
+    gc.freeze()
     report["preloaded"] = loaded
     report["threads"] = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
     z.reply({"op": "ready", "isolation": report})

@@ -43,7 +43,7 @@ def scrubbed_env():
 
 
 class ZygoteProcess:
-    def __init__(self, policy, on_frame, on_death, start_timeout_s=120.0):
+    def __init__(self, policy, on_frame, on_death, workers=2, start_timeout_s=120.0):
         self.sock, theirs = socket.socketpair()
         self.proc = subprocess.Popen(
             [sys.executable, "-s", "-c", _BOOT, str(theirs.fileno())],
@@ -53,7 +53,7 @@ class ZygoteProcess:
         self._send_lock = threading.Lock()
         self.alive = True
         try:
-            self.send({"op": "init", "policy": policy.to_dict()})
+            self.send({"op": "init", "policy": policy.to_dict(), "workers": workers})
             self.sock.settimeout(start_timeout_s)
             reader = protocol.FrameReader(self.sock)
             frame = reader.recv()

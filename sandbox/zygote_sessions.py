@@ -1,9 +1,10 @@
 """Sessions inside the zygote: a parked process per session holds its last good state.
 
-A cell is a fork of the parked process. The fork is the only process creation a session's filter
-lets through, and only because the zygote answers the seccomp notification: one grant per cell
-the host asked for, to the parked process's main thread. A cell that succeeds becomes the new
-parked state (its predecessor retires); any other outcome leaves the parked state untouched.
+The parked process keeps one spare fork of itself ready; a cell runs in that spare. That fork is
+the only process creation a session's filter lets through, and only because the zygote answers
+the seccomp notification: one grant per spare it asked for, to the parked process's main thread.
+A cell that succeeds becomes the new parked state (its predecessor retires); any other outcome
+leaves the parked state untouched and it forks a new spare.
 """
 import os
 import selectors
@@ -20,12 +21,12 @@ SESSION_CPU_S = 24 * 3600  # the parked state's own budget; each cell sets its o
 
 class Session:
     __slots__ = ("sid", "pgid", "parked", "ctrl", "reader", "listener", "workdir", "job",
-                 "grants", "cell_pid", "cell_parks")
+                 "grants", "spare", "spare_pid")
 
     def __init__(self, sid):
         self.sid, self.pgid, self.parked, self.ctrl, self.reader = sid, None, None, None, None
         self.listener, self.workdir, self.job, self.grants = None, None, None, 0
-        self.cell_pid, self.cell_parks = None, False
+        self.spare, self.spare_pid = None, None
 
 
 def create(z, sid):
@@ -44,16 +45,14 @@ def create(z, sid):
     except OSError:
         frame = None
     if frame is None or frame[0].get("op") != "ready" or len(frame[2]) != 1:
-        reason = "the session process failed to start"
-        if frame is not None and frame[1]:
-            reason += ": " + frame[1].decode("utf-8", "replace")[:2000]
         _set_ctrl(z, s, zs)
         close(z, sid, None)
-        z.reply({"op": "session_error", "sid": sid, "reason": reason})
+        z.reply({"op": "session_error", "sid": sid, "reason": "the session process failed to start"})
         return
     s.listener = frame[2][0]
     z.sel.register(s.listener, selectors.EVENT_READ, ("notif", s))
     _set_ctrl(z, s, zs)
+    _prepare_spare(z, s)
     z.reply({"op": "session_ready", "sid": sid})
 
 
@@ -70,44 +69,64 @@ def _drop_ctrl(z, s):
         s.ctrl = None
 
 
+def _prepare_spare(z, s):
+    """Ask the parked process for a spare fork; its channel is ours from now on."""
+    if s.ctrl is None:
+        return False
+    job = Job(None)
+    job.session = s
+    zs, cs = socket.socketpair()
+    try:
+        protocol.send_before(s.ctrl, SEND_DEADLINE_S, {"op": "spare"}, fds=[cs.fileno(), job.out, job.err])
+    except OSError:
+        zs.close()
+        job.close_output()
+        return False
+    finally:
+        cs.close()
+    s.grants, s.spare, s.spare_pid = 1, job, None
+    z.watch(job, zs)
+    return True
+
+
 def run(z, sid, job_id, code, timeout):
-    job = Job(job_id)
     s = z.sessions.get(sid)
     if s is None or s.ctrl is None or s.job is not None:
+        job = Job(job_id)
         job.close_output()
         job.reason = "session lost" if s is None or s.ctrl is None else "session busy"
         z.finish(job)
         return
-    job.session = s
-    zs, cs = socket.socketpair()
-    try:
-        protocol.send_before(s.ctrl, SEND_DEADLINE_S, {"op": "cell", "job": job_id, "timeout": timeout},
-                             code.encode("utf-8", "surrogatepass"), fds=[cs.fileno(), job.out, job.err])
-    except OSError:
-        cs.close(), zs.close()
-        job.close_output()
-        job.reason = "session lost"
+    if s.spare is None and not _prepare_spare(z, s):
+        job = Job(job_id)
+        job.reason = "session lost: its process does not answer"
         z.finish(job)
         close(z, sid, None)
         return
-    cs.close()
-    s.job, s.grants, s.cell_pid, s.cell_parks = job, 1, None, False
+    job, s.spare = s.spare, None
+    job.id = job_id
+    s.job = job
     z.jobs[job_id] = job
-    z.watch(job, zs)
+    try:
+        protocol.send_before(job.chan, SEND_DEADLINE_S, {"op": "cell", "timeout": timeout},
+                             code.encode("utf-8", "surrogatepass"))
+    except OSError:
+        pass  # the spare died: the parked process reports how
 
 
 def on_event(z, kind, s):
-    if kind == "notif":
+    # Events of one select() batch can outlive what an earlier event in it closed.
+    if kind == "notif" and s.listener is not None:
         n = notify.receive(s.listener)
         if n is None:
             return
         nid, tid, _nr, _args = n
-        # One fork per requested cell, and only from the parked process's main thread.
+        # One fork per spare asked for, and only from the parked process's main thread.
         allow = s.grants > 0 and (s.parked is None or tid == s.parked)
         if allow:
             s.grants -= 1
         notify.respond(s.listener, nid, allow)
-    elif kind == "ctrl":
+    elif kind == "ctrl" and s.ctrl is not None:
         _on_ctrl(z, s)
 
 
@@ -120,21 +139,34 @@ def _on_ctrl(z, s):
     for header, _, fds in frames:
         for fd in fds:
             os.close(fd)
-        op = header.get("op")
-        if op == "forked" and isinstance(header.get("pid"), int):
-            s.cell_pid = header["pid"]
-            if s.cell_parks:
-                s.parked = s.cell_pid
-        elif op == "exited" and s.job is not None and header.get("pid") == s.cell_pid:
+        op, pid = header.get("op"), header.get("pid")
+        if op == "forked" and isinstance(pid, int):
+            s.spare_pid = pid
+            if s.job is not None and s.job.pid is None:
+                s.job.pid = pid
+            elif s.spare is not None:
+                s.spare.pid = pid
+        elif op == "exited" and isinstance(pid, int):
             job = s.job
-            if job.chan is not None:
-                z.on_job(job)
-            if job.header is None:
-                s.job = None
-                z.unwatch(job)
-                z.finish(job, header.get("status"))
+            if job is not None and job.pid == pid:
+                if job.chan is not None:
+                    z.on_job(job)
+                if s.job is job and job.header is None:  # died without a result
+                    s.job = None
+                    z.unwatch(job)
+                    z.finish(job, header.get("status"))
+                    _prepare_spare(z, s)
+            elif s.spare is not None and s.spare.pid == pid:  # an unused spare died
+                _discard_spare(z, s)
     if not alive and s.ctrl is not None:
         close(z, s.sid, "session lost: its process died")
+
+
+def _discard_spare(z, s):
+    if s.spare is not None:
+        z.unwatch(s.spare)
+        s.spare.close_output()
+        s.spare = None
 
 
 def on_result(z, job):
@@ -151,8 +183,7 @@ def on_result(z, job):
             except OSError:
                 pass
             _drop_ctrl(z, s)
-        s.cell_parks = True
-        s.parked = s.cell_pid
+        s.parked = job.pid  # None until its 'forked' report arrives: any tid then
         chan = job.chan
         z.sel.unregister(chan)
         job.chan = None
@@ -161,16 +192,21 @@ def on_result(z, job):
     else:
         z.unwatch(job)
     z.finish(job)
+    _prepare_spare(z, s)
 
 
 def on_cell_eof(z, job):
-    """The cell's channel closed without a result: its status comes from the parked process."""
+    """A channel closed. A used cell's status comes from the parked process's 'exited' report."""
+    s = job.session
+    if job.id is None and s.spare is job:
+        job.close_output()
+        s.spare = None
 
 
 def kill_cell(z, job):
     s = job.session
-    pid = s.cell_pid
-    if pid is not None and _parent_of(pid) == s.parked and pid != s.parked:
+    pid = job.pid
+    if pid is not None and pid != s.parked and _parent_of(pid) == s.parked:
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -179,6 +215,7 @@ def kill_cell(z, job):
         z.unwatch(job)
         job.reason = job.reason or "killed"
         z.finish(job, 9)  # raw wait status of SIGKILL
+        _prepare_spare(z, s)
     else:
         # Cannot tell which process runs the cell: the whole session goes.
         close(z, s.sid, "session lost: its cell could not be stopped alone")
@@ -201,6 +238,7 @@ def close(z, sid, reason):
     except OSError:
         pass
     _drop_ctrl(z, s)
+    _discard_spare(z, s)
     if s.listener is not None:
         z.sel.unregister(s.listener)
         os.close(s.listener)

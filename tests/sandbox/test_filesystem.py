@@ -102,12 +102,14 @@ def test_inherited_file_descriptors_closed(sb, guard):
     assert kinds[0] == "socket" and all(k == "/memfd" for k in kinds[1:]) and len(kinds) <= 3
 
 
-def test_forged_result_cannot_beat_the_clock(sb, guard):
+def test_forged_result_ends_the_cell(sb, guard):
+    # A result frame is the cell's own word about its output (it could print the same); what it
+    # cannot do is keep running after it: the zygote kills it the moment a result arrives.
     code = ("import os, json, struct, time\nbody = json.dumps({'stdout': 'all good', 'stderr': '', 'error': None, 'images': []}).encode()\n"
             "h = json.dumps({'op': 'result', 'ok': True}).encode()\n"
             "os.write(3, struct.pack('<II', len(h) + len(body), len(h)) + h + body)\ntime.sleep(60)")
-    r = sb.run(code, timeout=1)
-    assert r.timed_out and r.error.type == "Timeout"
+    r = sb.run(code, timeout=10)
+    assert not r.timed_out and r.duration_s < 5 and r.stdout == "all good"
 
 
 def test_garbage_on_result_channel(sb, guard):
