@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from paged_batch import make_paged_batch
+from paged_batch import DEVICE, make_paged_batch
 
 from oci_engine.kernels.paged_decode_attention import paged_decode_attention
 from oci_engine.kernels.paged_prefill_attention import paged_prefill_attention
@@ -17,6 +17,13 @@ from oci_engine.kernels.reference import paged_attention_ref, write_kv_ref
 from oci_engine.kernels.write_kv import write_kv
 
 TOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _on_test_device():
+    """Tensors made in a test land on the GPU when there is one (compiled kernels), else the CPU."""
+    with torch.device(DEVICE):
+        yield
 HEAD_DIMS = [64, 128]
 GROUPS = [1, 3, 4, 8]
 BLOCK_SIZES = [16, 32]

@@ -22,6 +22,7 @@ def _runners(path, block_size=16):
     return [PagedRunner(m, config, num_blocks=32, block_size=block_size) for m in models]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter path; on a GPU test_triton_gpu runs the model")
 @pytest.mark.parametrize("arch,overrides", [
     ("llama", dict(hidden_size=256, num_attention_heads=4, num_key_value_heads=1)),  # head_dim 64, GQA 4
     ("qwen2", dict(hidden_size=192, num_attention_heads=3, num_key_value_heads=1)),  # qkv bias, GQA 3

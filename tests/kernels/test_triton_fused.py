@@ -2,6 +2,7 @@
 against the torch op backend (Triton interpreter on the CPU, float32)."""
 import pytest
 import torch
+from paged_batch import DEVICE
 
 from oci_engine.kernels import reference as ref
 from oci_engine.kernels.rms_norm import add_rms_norm, rms_norm
@@ -10,6 +11,13 @@ from oci_engine.kernels.silu_and_mul import silu_and_mul
 from oci_engine.ops import torch_backend
 
 TOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _on_test_device():
+    """Tensors made in a test land on the GPU when there is one (compiled kernels), else the CPU."""
+    with torch.device(DEVICE):
+        yield
 
 
 def _err(a, b):
