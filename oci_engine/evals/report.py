@@ -47,7 +47,11 @@ def plot(rows: list[dict], path: str, title: str) -> str | None:
     """pass@1 by round; returns the path written (None when there is nothing to plot)."""
     if not rows or "pass@1" not in rows[0]:
         return None
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print("no plot: matplotlib is not installed (pip install matplotlib)")
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

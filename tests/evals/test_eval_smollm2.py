@@ -1,0 +1,28 @@
+"""`oci-engine eval` end to end with the real engine and the default model (SmolLM2-135M):
+generation, extraction, sandboxed checks, one round of execution feedback, results and plot."""
+import json
+
+import pytest
+
+from oci_engine.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_humaneval_with_one_feedback_round(smollm2_gguf, tmp_path, capsys):
+    out = tmp_path / "smol.jsonl"
+    assert main(["eval", "humaneval", "-m", str(smollm2_gguf), "--limit", "2", "--feedback-rounds", "1",
+                 "--max-tokens", "48", "--output", str(out), "--workers", "2"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1"]
+    for r in rows:
+        first = r["rounds"][0]
+        assert first["completion"].strip()
+        if first["passed"]:
+            assert len(r["rounds"]) == 1
+        else:  # a failure is explained to the model and it answers again
+            assert first["feedback"] and len(r["rounds"]) == 2
+        assert r["passed"] == r["rounds"][-1]["passed"] and r["completion"] == r["rounds"][-1]["completion"]
+    printed = capsys.readouterr().out
+    assert "(chat), 1 round(s) of oracle feedback" in printed
+    assert (tmp_path / "smol.png").exists()
