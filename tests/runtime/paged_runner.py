@@ -7,12 +7,24 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 import torch
 
 from oci_engine.attention_metadata import AttentionMetadata
 from oci_engine.config import ModelConfig
 from oci_engine.loader import load_checkpoint
 from oci_engine.models import allocate_kv_cache, build_model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    """Import into a test module to run it on one intra-op thread. These machines share 2 cores
+    among many processes; with 2 threads every small op waits at a barrier for a descheduled
+    peer (the tiny-model parity tests took 52 s instead of 7 s, a SmolLM2 decode step 15x longer)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def load_tiny(path: Path):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from paged_runner import PagedRunner, hf_greedy, hf_model, make_model
+from paged_runner import PagedRunner, hf_greedy, hf_model, make_model, single_torch_thread  # noqa: F401 (autouse)
 
 TOL = 1e-4
 
 CASES = {
     "llama-gqa": ("llama", {}),
     "llama-mha": ("llama", {"num_key_value_heads": 4}),
+    "llama-head-dim-32": ("llama", {"head_dim": 32}),  # head_dim * heads != hidden_size
     "llama-linear-rope-x4": ("llama", {"rope_scaling": {"rope_type": "linear", "factor": 4.0}}),
     "llama-theta-1e6": ("llama", {"rope_theta": 1e6}),
     # head_dim 16 at theta 1e4 puts wavelengths below, inside and above the [16, 64] band

@@ -8,7 +8,7 @@ import torch
 from oci_engine.config import ModelConfig
 from oci_engine.errors import UnsupportedModelError
 from oci_engine.models.rope import cos_sin_cache
-from paged_runner import PagedRunner, hf_model, make_model
+from paged_runner import PagedRunner, hf_model, make_model, single_torch_thread  # noqa: F401 (autouse)
 
 
 def test_dynamic_ntk_past_max_positions_matches_incremental_transformers(tiny_checkpoint):
@@ -37,6 +37,29 @@ def test_dynamic_ntk_past_max_positions_matches_incremental_transformers(tiny_ch
 
 def _fields(config: ModelConfig) -> dict:
     return {f: getattr(config, f) for f in config.__slots__}
+
+
+@pytest.mark.parametrize("scaling", [
+    {"type": "linear", "factor": 4.0},  # DeepSeek-Coder's config.json, pre-rope_type spelling
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 8192},  # Llama 3.1's
+])
+@pytest.mark.parametrize("theta", [1e4, 1e5, 5e5])
+def test_real_config_rope_blocks_match_transformers_tables(scaling, theta):
+    import transformers
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    raw = dict(architectures=["LlamaForCausalLM"], vocab_size=32, hidden_size=512, intermediate_size=64,
+               num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=16384,
+               rope_theta=theta, rope_scaling=dict(scaling))
+    ours = cos_sin_cache(ModelConfig.from_hf_dict(raw))
+    hf_config = transformers.LlamaConfig(**{k: v for k, v in raw.items() if k != "architectures"})
+    kind = scaling.get("rope_type", scaling.get("type"))
+    inv_freq, attention_factor = ROPE_INIT_FUNCTIONS[kind](hf_config, "cpu")
+    assert attention_factor == 1.0
+    positions = torch.tensor([0, 1, 17, 4095, 16383], dtype=torch.float32)
+    freqs = positions[:, None] * inv_freq[None, :].float()
+    assert torch.allclose(ours[positions.long()], torch.cat((freqs.cos(), freqs.sin()), -1), atol=1e-6)
 
 
 @pytest.mark.parametrize("scaling", [{"rope_type": "yarn", "factor": 4.0}, {"type": "linear"}])

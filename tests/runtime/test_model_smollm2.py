@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from oci_engine.tokenizer import Tokenizer
-from paged_runner import PagedRunner, make_model
+from paged_runner import PagedRunner, make_model, single_torch_thread  # noqa: F401 (autouse)
 
 CODE = '''import heapq
 from dataclasses import dataclass, field
@@ -60,16 +60,6 @@ RAW_PROMPTS = ["def is_prime(n):\n", "# Sort a list of dictionaries by the key '
 CHAT_PROMPTS = ["Write a Python function that reverses a string.",
                 "Write a Python function that returns the factorial of n, with a docstring."]
 NEW_TOKENS = 32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These machines share 2 cores among many processes: with 2 intra-op threads every small op
-    # waits on a descheduled peer thread at its barrier (a decode step measured 15x slower).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from oci_engine.errors import ModelFormatError
 from oci_engine.loader.quant_tensor import QuantTensor
 from oci_engine.models import build_model
-from paged_runner import PagedRunner, hf_model, load_tiny, make_model
+from paged_runner import PagedRunner, hf_model, load_tiny, make_model, single_torch_thread  # noqa: F401 (autouse)
 
 
 def _ids(n=60, seed=0):

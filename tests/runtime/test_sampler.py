@@ -9,6 +9,7 @@ import torch
 
 from oci_engine.sampler import SamplingRow, apply_penalties, make_generator, prompt_logprobs, sample
 from oci_engine.sampling_params import SamplingParams as SP
+from paged_runner import single_torch_thread  # noqa: F401 (autouse)
 
 PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])
 LOGITS = PROBS.log()

@@ -10,6 +10,7 @@ import torch
 
 from oci_engine.attention_metadata import AttentionMetadata
 from oci_engine.ops.torch_backend import OPS
+from paged_runner import single_torch_thread  # noqa: F401 (autouse)
 
 
 def _scatter(seqs_kv, block_size, num_blocks, nkv, d, dtype, seed):
