@@ -211,9 +211,10 @@ def _add_typed_tokens(tok: Tokenizer, tokens, types, keep, unknown_is_special: b
 
 def _sentencepiece_normalizer(vocab: Vocab):
     """SentencePiece's own order: character map, whitespace cleanup, the dummy-prefix space, then
-    spaces become "▁". The prefix goes on every stretch of text between special tokens, and on text
-    that already starts with a space, as sentencepiece and llama.cpp do. (transformers' Metaspace
-    pre-tokenizer skips it in both cases, so ids differ from transformers' there.)"""
+    spaces become "▁". The prefix goes on every stretch of text between special tokens, including
+    text that already starts with a space, as sentencepiece, llama.cpp and Llama's legacy
+    tokenizer.json do. transformers 5 rebuilds Llama tokenizers with a Metaspace pre-tokenizer that
+    skips the prefix when the text starts with a space, so "  x" gets one "▁" fewer there."""
     steps = []
     if vocab.precompiled_charsmap:
         steps.append(normalizers.Precompiled(vocab.precompiled_charsmap))

@@ -146,9 +146,10 @@ def test_sentencepiece_dir_config(sp_dir):
     assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True)[:2] == [1, tok.encode("[", False)[0]]
 
 
-def test_sentencepiece_gguf_matches_transformers(sp_gguf):
+def test_sentencepiece_gguf_matches_transformers(sp_gguf, sp_ref):
     """transformers' GGUF loader builds the same vocabulary; it differs only in where it puts the
-    dummy-prefix space (never on text that starts with a space), so the corpus avoids that."""
+    dummy-prefix space: not on text that starts with a space, nor after a special token. We follow
+    sentencepiece and llama.cpp there (the tokenization Llama models were trained and run with)."""
     from transformers import AutoTokenizer
 
     ref = AutoTokenizer.from_pretrained(str(sp_gguf.parent), gguf_file=sp_gguf.name)
@@ -158,6 +159,11 @@ def test_sentencepiece_gguf_matches_transformers(sp_gguf):
         ids = tok.encode(text)
         assert tok.decode(ids) == ref.decode(ids, skip_special_tokens=True)
         assert tok.decode(ids, skip_special_tokens=False) == ref.decode(ids)
+    # Where the two differ, by design: a "▁" after a special token and before leading spaces.
+    space = tok.convert_tokens_to_ids("\u2581")
+    assert tok.encode("<s>hi", add_special_tokens=False)[:2] == [1, space]
+    assert ref.encode("<s>hi", add_special_tokens=False)[1] != space
+    assert tok.encode(" x", add_special_tokens=False) == sp_ref.encode(" x") != ref.encode(" x", add_special_tokens=False)
     chat = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Sum 1..10?"},
             {"role": "assistant", "content": "55"}, {"role": "user", "content": "Now in Python."}]
     for turns in (chat, chat[1:2]):
