@@ -6,7 +6,10 @@ from paged_batch import make_paged_batch
 from oci_engine.cuda_graphs import DEFAULT_BATCH_SIZES, DecodeGraphs, pick_batch_size
 from oci_engine.errors import BackendError
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+
+def cuda(test):
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+    return pytest.mark.gpu(skip(test))
 
 
 def test_pick_batch_size():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from paged_batch import make_paged_batch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 BF16_TOL = 3e-2  # a bf16 output rounding (2^-8 relative) on values of order 1, plus accumulation order
 
