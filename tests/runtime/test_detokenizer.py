@@ -121,3 +121,20 @@ def test_other_decoders(sp, decoder):
         for skip in (True, False):
             deltas, tail = _stream(tok, ids, skip)
             assert "".join(deltas) + tail == tok.decode(ids, skip_special_tokens=skip)
+
+
+@pytest.fixture(scope="module")
+def metaspace(sp):
+    from tokenizers import Tokenizer as Backend, decoders
+
+    backend = Backend.from_str(sp.backend.to_str())
+    backend.decoder = decoders.Metaspace()
+    return Tokenizer(backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+@SETTINGS
+@given(data=st.data(), skip=st.booleans())
+def test_random_ids_metaspace_decoder(metaspace, data, skip):
+    ids = data.draw(_ids(metaspace.vocab_size, metaspace.all_special_ids))
+    deltas, tail = _stream(metaspace, ids, skip)
+    assert "".join(deltas) + tail == metaspace.decode(ids, skip_special_tokens=skip)
