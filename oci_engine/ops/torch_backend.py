@@ -65,6 +65,10 @@ def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
              slot_mapping: torch.Tensor) -> None:
     nkv, d = k_cache.shape[-2:]
     slots = slot_mapping.long()
+    if bool((slots < 0).any()):
+        # slot -1 marks a padding row (bucketed CUDA-graph decode): it writes nothing
+        keep = slots >= 0
+        k, v, slots = k[keep], v[keep], slots[keep]
     k_cache.view(-1, nkv, d).index_copy_(0, slots, k.to(k_cache.dtype))
     v_cache.view(-1, nkv, d).index_copy_(0, slots, v.to(v_cache.dtype))
 
@@ -117,7 +121,8 @@ def _decode_attention(q, k_cache, v_cache, meta: AttentionMetadata, scale: float
     scores = torch.einsum("bkgd,bskd->bkgs", qg, k) * scale
     valid = torch.arange(nblocks * bs, device=q.device)[None, :] < meta.seq_lens.to(q.device).long()[:, None]
     scores.masked_fill_(~valid[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
+    # a padding row (seq_len 0) has nothing to attend to: zeros, not the NaN of an empty softmax
+    probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)
     out = torch.einsum("bkgs,bskd->bkgd", probs, v)
     return out.reshape(B, nh, d).to(q.dtype)
 

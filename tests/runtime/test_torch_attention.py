@@ -85,3 +85,17 @@ def test_write_kv_lands_in_the_mapped_slots():
     OPS.write_kv(k, v, kc, vc, torch.tensor([9, 0, 5]))
     assert torch.equal(kc[2, 1], k[0]) and torch.equal(kc[0, 0], k[1]) and torch.equal(vc[1, 1], v[2])
     assert int((kc != 0).any(-1).any(-1).sum()) == 3
+
+
+def test_padding_rows_write_nothing_and_attend_to_nothing():
+    """Bucketed decode pads a batch with rows of slot -1 and seq_len 0 (as the Triton path does)."""
+    kc, vc = torch.zeros(4, 4, 1, 8), torch.zeros(4, 4, 1, 8)
+    k, v = torch.randn(2, 1, 8), torch.randn(2, 1, 8)
+    OPS.write_kv(k, v, kc, vc, torch.tensor([6, -1]))
+    assert torch.equal(kc[1, 2], k[0]) and int((kc != 0).any(-1).any(-1).sum()) == 1
+    meta = AttentionMetadata(
+        slot_mapping=torch.tensor([6, -1]), query_start_loc=torch.tensor([0, 1, 2], dtype=torch.int32),
+        seq_lens=torch.tensor([7, 0], dtype=torch.int32), block_tables=torch.tensor([[3, 1], [0, 0]], dtype=torch.int32),
+        max_query_len=1, max_seq_len=7, is_decode=True)
+    out = OPS.attention(torch.randn(2, 2, 8), kc, vc, meta, 0.3)
+    assert torch.isfinite(out).all() and torch.equal(out[1], torch.zeros(2, 8))
