@@ -59,6 +59,8 @@ class Tokenizer:
     def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> Tokenizer:
         """A .gguf file, or a Hugging Face model directory."""
         path = os.fspath(path)
+        if os.path.basename(path) in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json"):
+            path = os.path.dirname(path) or "."  # one of a directory's files: load the directory
         if os.path.isdir(path):
             from oci_engine.hf_tokenizer_files import load_hf_dir
 

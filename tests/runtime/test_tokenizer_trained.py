@@ -136,6 +136,7 @@ def test_sentencepiece_matches_sentencepiece(source, sp_dir, sp_gguf, sp_ref):
 
 def test_sentencepiece_dir_config(sp_dir):
     tok = Tokenizer.from_pretrained(sp_dir)
+    assert Tokenizer.from_pretrained(sp_dir / "tokenizer.model").encode("x y") == tok.encode("x y")
     assert tok.eos_token_ids == {2, 3}  # tokenizer eos plus generation_config's list
     assert tok.vocab_size == 400
     assert set(tok.all_special_ids) >= {0, 1, 2}
