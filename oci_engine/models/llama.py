@@ -171,6 +171,9 @@ class LlamaForCausalLM:
                 meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions: [T]; returns the final-normed hidden states [T, H]."""
         ops, eps = self.ops, self.config.rms_norm_eps
+        if len(kv_caches) != len(self.layers):
+            raise ValueError(f"forward got {len(kv_caches)} KV caches for {len(self.layers)} layers; "
+                             "allocate them with models.allocate_kv_cache(config, ...)")
         h = ops.embedding(input_ids, self.embed)
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches):
