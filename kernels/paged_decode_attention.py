@@ -22,9 +22,9 @@ from oci_engine.kernels.paged_prefill_attention import check_paged_shapes
 
 @triton.jit
 def _decode_partition_kernel(
-    q_ptr, k_cache_ptr, v_cache_ptr, seq_lens_ptr, block_tables_ptr, part_out_ptr, part_lse_ptr,
+    q_ptr, k_cache_ptr, v_cache_ptr, seq_lens_ptr, block_tables_ptr, part_out_ptr, part_lse_ptr, out_ptr,
     scale_log2,
-    stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt,
+    stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt, stride_ot, stride_oh,
     NUM_HEADS: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, PARTITION: tl.constexpr,
     NUM_SPLITS: tl.constexpr, IEEE: tl.constexpr,
@@ -76,11 +76,16 @@ def _decode_partition_kernel(
     # an empty partition (past the sequence's end) reports lse = -inf and weighs nothing in stage two
     has_keys = l_i > 0
     safe_l = tl.where(has_keys, l_i, 1.0)
-    lse = tl.where(has_keys, m_i + tl.log2(safe_l), float("-inf"))
-    row = (seq * NUM_HEADS + heads).to(tl.int64) * NUM_SPLITS + split
-    tl.store(part_lse_ptr + row, lse, mask=g_mask)
-    tl.store(part_out_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], acc / safe_l[:, None],
-             mask=g_mask[:, None] & d_mask[None, :])
+    if NUM_SPLITS == 1:
+        # the whole context fits one partition: this is the answer, and stage two is skipped
+        tl.store(out_ptr + seq.to(tl.int64) * stride_ot + heads[:, None] * stride_oh + offs_d[None, :],
+                 (acc / safe_l[:, None]).to(out_ptr.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
+    else:
+        lse = tl.where(has_keys, m_i + tl.log2(safe_l), float("-inf"))
+        row = (seq * NUM_HEADS + heads).to(tl.int64) * NUM_SPLITS + split
+        tl.store(part_lse_ptr + row, lse, mask=g_mask)
+        tl.store(part_out_ptr + row[:, None] * HEAD_DIM + offs_d[None, :], acc / safe_l[:, None],
+                 mask=g_mask[:, None] & d_mask[None, :])
 
 
 @triton.jit
@@ -135,14 +140,16 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     part_lse = torch.empty(B, nh, splits, dtype=torch.float32, device=q.device)
     block_d = triton.next_power_of_2(d)
     _decode_partition_kernel[(B, nkv, splits)](
-        q, k_cache, v_cache, seq_lens, block_tables, part_out, part_lse,
+        q, k_cache, v_cache, seq_lens, block_tables, part_out, part_lse, out,
         scale * math.log2(math.e),
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        block_tables.stride(0),
+        block_tables.stride(0), out.stride(0), out.stride(1),
         NUM_HEADS=nh, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_SIZE=block_size,
         HEAD_DIM=d, BLOCK_D=block_d, BLOCK_N=block_n, PARTITION=partition, NUM_SPLITS=splits,
         IEEE=q.dtype == torch.float32,
     )
+    if splits == 1:
+        return out
     _decode_reduce_kernel[(B, nh)](
         part_out, part_lse, out, out.stride(0), out.stride(1),
         NUM_HEADS=nh, HEAD_DIM=d, BLOCK_D=block_d, NUM_SPLITS=splits,

@@ -117,6 +117,17 @@ def test_decode_matches_reference(head_dim, group, block_size, context):
                                     b.block_tables, scale))
 
 
+@pytest.mark.parametrize("block_size", BLOCK_SIZES)
+def test_decode_single_partition(block_size):
+    """Contexts that fit one partition: the first pass writes the answer and no reduction runs."""
+    b = make_paged_batch([4, 64, 149], [1, 1, 1], num_heads=8, num_kv_heads=2, head_dim=128, block_size=block_size,
+                         seed=19)
+    out = paged_decode_attention(b.q, b.k_cache, b.v_cache, b.seq_lens, b.block_tables, 0.09, partition=256,
+                                 block_n=32)
+    _check(out, paged_attention_ref(b.q, b.k_cache, b.v_cache, b.query_start_loc, b.seq_lens,
+                                    b.block_tables, 0.09))
+
+
 def test_decode_default_partition_long_context():
     """The launcher's defaults on contexts longer than one default partition (256 tokens)."""
     b = make_paged_batch([300, 511, 17], [1, 1, 1], num_heads=8, num_kv_heads=2, head_dim=64, block_size=32,
@@ -126,14 +137,16 @@ def test_decode_default_partition_long_context():
                                     b.block_tables, 0.125))
 
 
-def test_decode_padding_row_yields_zeros():
+@pytest.mark.parametrize("partition", [32, 256])  # several partitions, and one (no reduction pass)
+def test_decode_padding_row_yields_zeros(partition):
     """A row with no context (how a CUDA-graph batch is padded) gives zeros, not NaN, and leaves others alone."""
     b = make_paged_batch([20, 33], [1, 1], num_heads=4, num_kv_heads=2, head_dim=64, block_size=16, seed=5)
     ref = paged_attention_ref(b.q, b.k_cache, b.v_cache, b.query_start_loc, b.seq_lens, b.block_tables, 0.125)
     q = torch.cat([b.q, torch.randn(1, 4, 64)])
     seq_lens = torch.cat([b.seq_lens, torch.zeros(1, dtype=torch.int32)])
     tables = torch.cat([b.block_tables, torch.zeros(1, b.block_tables.shape[1], dtype=torch.int32)])
-    out = paged_decode_attention(q, b.k_cache, b.v_cache, seq_lens, tables, 0.125, partition=32, block_n=16)
+    out = paged_decode_attention(q, b.k_cache, b.v_cache, seq_lens, tables, 0.125, partition=partition,
+                                 block_n=16)
     _check(out[:2], ref)
     assert torch.equal(out[2], torch.zeros(4, 64))
 
