@@ -219,15 +219,36 @@ def _cached(path):
 
 # ---- byte-level BPE written to GGUF ----------------------------------------------------------
 
-def _train_byte_level(pre: str):
-    from tokenizers import Regex, Tokenizer as Backend, decoders, models, pre_tokenizers, trainers
+# The pre-tokenizers of the original models' tokenizer.json files (SmolLM2, GPT-2, Llama-3, Qwen2,
+# DeepSeek-Coder), written out here independently of oci_engine's table of GGUF `pre` names.
+_LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+             r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_DEEPSEEK_CODER_RES = [r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+", r"\p{N}"]
 
-    from oci_engine.vocab_builders import PRE_TOKENIZER_SPLITS
+
+def _reference_pre_tokenizer(pre: str):
+    from tokenizers import Regex, pre_tokenizers as pt
+
+    def splits(patterns):
+        return pt.Sequence([pt.Split(Regex(p), behavior="isolated") for p in patterns]
+                           + [pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+    return {
+        "gpt2": pt.ByteLevel(add_prefix_space=False, use_regex=True),
+        "smollm": pt.Sequence([pt.Digits(individual_digits=True), pt.ByteLevel(add_prefix_space=False, use_regex=True)]),
+        "llama-bpe": splits([_LLAMA3_RE]),
+        "qwen2": splits([_QWEN2_RE]),
+        "deepseek-coder": splits(_DEEPSEEK_CODER_RES),
+    }[pre]
+
+
+def _train_byte_level(pre: str):
+    from tokenizers import Tokenizer as Backend, decoders, models, pre_tokenizers, trainers
 
     backend = Backend(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(p), behavior="isolated") for p in PRE_TOKENIZER_SPLITS[pre]]
-        + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    backend.pre_tokenizer = _reference_pre_tokenizer(pre)
     backend.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<｜begin▁of▁sentence｜>"]
     trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=specials,
