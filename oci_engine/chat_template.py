@@ -104,8 +104,26 @@ def _messages(messages) -> list[dict]:
         if not isinstance(m, dict):
             raise TokenizerError(f"chat message {m!r} is not a dict; use {{'role': ..., 'content': ...}}")
         # APIs send content=None / tool_calls=None; templates handle a missing key, not a None.
-        out.append({k: v for k, v in m.items() if v is not None})
+        m = {k: v for k, v in m.items() if v is not None}
+        if isinstance(m.get("content"), list):
+            m["content"] = _text_parts(m["content"])
+        out.append(m)
     return out
+
+
+def _text_parts(parts: list) -> str:
+    """OpenAI-style content parts, as chat clients send them, joined for the text-only templates of
+    code models (which concatenate `message['content']` as a string), as vLLM does."""
+    texts = []
+    for part in parts:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        else:
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise TokenizerError(f"message content part of type {kind!r} is not supported: this model reads text only")
+    return "\n".join(texts)
 
 
 def render_chat(

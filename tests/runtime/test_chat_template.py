@@ -168,3 +168,14 @@ def test_named_templates_and_continue_final_message(backend, pair):
     assert a == b and a.endswith("Sure, here")
     with pytest.raises(TokenizerError, match="exclude each other"):
         tok.apply_chat_template(partial, add_generation_prompt=True, continue_final_message=True)
+
+
+def test_openai_content_parts_are_joined(pair):
+    ours, ref = pair
+    parts = [{"role": "user", "content": [{"type": "text", "text": "first"}, {"type": "text", "text": "second"}]}]
+    flat = [{"role": "user", "content": "first\nsecond"}]
+    assert ours.apply_chat_template(parts, chat_template=LLAMA2) == \
+        ref.apply_chat_template(flat, chat_template=LLAMA2, tokenize=False)
+    with pytest.raises(TokenizerError, match="'image_url' is not supported"):
+        ours.apply_chat_template([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+                                 chat_template=LLAMA2)
