@@ -24,6 +24,7 @@ if _sources and os.environ.get("OCI_ENGINE_NO_EXT") != "1":
             "oci_engine._C",
             _sources,
             include_dirs=["csrc"],
+            depends=sorted(glob.glob(os.path.join("csrc", "*.h"))),  # header edits trigger a rebuild
             cxx_std=17,
             # No -march=native: ISA paths are chosen at run time (CI machines may differ), each SIMD
             # path is compiled with its own target attribute inside csrc/.
