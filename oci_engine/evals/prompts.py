@@ -85,11 +85,9 @@ def resolve_style(style: str, model_name: str, tokenizer) -> str:
         return style
     if "opencodeinterpreter" in model_name.lower().replace("-", "").replace("_", ""):
         return "oci"
-    try:
-        tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
-        return "chat"
-    except Exception:  # no chat template in the checkpoint: a base model
-        return "base"
+    # A checkpoint without its own chat template is a base model (the tokenizer would fall back
+    # to ChatML, which such a model was never trained on).
+    return "chat" if getattr(tokenizer, "chat_template", None) else "base"
 
 
 # Base models continue past the function: stop at the next top-level statement.

@@ -11,10 +11,10 @@ pytestmark = pytest.mark.slow
 
 def test_humaneval_with_one_feedback_round(smollm2_gguf, tmp_path, capsys):
     out = tmp_path / "smol.jsonl"
-    assert main(["eval", "humaneval", "-m", str(smollm2_gguf), "--limit", "2", "--feedback-rounds", "1",
-                 "--max-tokens", "48", "--output", str(out), "--workers", "2"]) == 0
+    assert main(["eval", "humaneval", "-m", str(smollm2_gguf), "--limit", "1", "--feedback-rounds", "1",
+                 "--max-tokens", "32", "--output", str(out), "--workers", "2"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1"]
+    assert [r["task_id"] for r in rows] == ["HumanEval/0"]
     for r in rows:
         first = r["rounds"][0]
         assert first["completion"].strip()
