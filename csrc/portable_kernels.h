@@ -32,24 +32,26 @@ static void quantize_q8a(const float* x, int K, block_q8a* out) {
         float amax = 0.0f;
 #pragma omp simd reduction(max : amax)
         for (int i = 0; i < QK; ++i) amax = std::max(amax, std::fabs(buf[i]));
-        const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
         block_q8a& o = out[b];
-        o.d = d;
-        int s0 = 0, s1 = 0;
-#pragma omp simd reduction(+ : s0)
-        for (int i = 0; i < QK / 2; ++i) {
-            const int q = (int)std::nearbyint(buf[i] * id);
-            o.qs[i] = (int8_t)q;
-            s0 += q;
+        o.d = amax / (127.0f * 256.0f);
+        int s[2] = {0, 0};
+        for (int h = 0; h < 2; ++h) {
+            int acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (int i = 16 * h; i < 16 * h + 16; ++i) {
+                const float v = buf[i] * id;
+                const float qh = std::nearbyint(v);
+                float ql = std::nearbyint((v - qh) * 256.0f);
+                ql = ql > 127.0f ? 127.0f : (ql < -127.0f ? -127.0f : ql);
+                o.hi[i] = (int8_t)qh;
+                o.lo[i] = (int8_t)ql;
+                acc += 256 * (int)qh + (int)ql;
+            }
+            s[h] = acc;
         }
-#pragma omp simd reduction(+ : s1)
-        for (int i = QK / 2; i < QK; ++i) {
-            const int q = (int)std::nearbyint(buf[i] * id);
-            o.qs[i] = (int8_t)q;
-            s1 += q;
-        }
-        o.sum16[0] = (int16_t)s0;
-        o.sum16[1] = (int16_t)s1;
+        o.sum16[0] = s[0];
+        o.sum16[1] = s[1];
     }
 }
 

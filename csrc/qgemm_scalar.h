@@ -2,9 +2,10 @@
 // SIMD paths (qgemm_simd.h), one element at a time. Every SIMD path is tested against this.
 // Included inside a per-ISA namespace by isa_scalar.cpp.
 
-static inline int idot(const uint8_t* q, const int8_t* a, int n) {
+// dot of unsigned codes with both activation planes: sum q * (256 * hi + lo)
+static inline int idot(const uint8_t* q, const block_q8a& a, int off, int n) {
     int s = 0;
-    for (int i = 0; i < n; ++i) s += (int)q[i] * a[i];
+    for (int i = off; i < off + n; ++i) s += (int)q[i - off] * (256 * a.hi[i] + a.lo[i]);
     return s;
 }
 
@@ -16,7 +17,7 @@ static float row_dot(const uint8_t* w, const block_q8a* a, int nblk) {
         for (int b = 0; b < nblk; ++b) {
             const uint8_t* qs = w + b * (FMT == 0 ? sizeof(block_q4_0) : sizeof(block_q4_1)) + (FMT == 0 ? 2 : 4);
             for (int i = 0; i < QK / 2; ++i) q[i] = qs[i] & 0xF, q[i + QK / 2] = qs[i] >> 4;
-            const int dot = idot(q, a[b].qs, QK), isum = a[b].sum16[0] + a[b].sum16[1];
+            const int dot = idot(q, a[b], 0, QK), isum = a[b].sum16[0] + a[b].sum16[1];
             const float dw = fp16_to_fp32(*(const uint16_t*)(w + b * (FMT == 0 ? 18 : 20)));
             if (FMT == 0) {
                 y += dw * a[b].d * (float)(dot - 8 * isum);
@@ -29,7 +30,7 @@ static float row_dot(const uint8_t* w, const block_q8a* a, int nblk) {
         const block_q8_0* bw = (const block_q8_0*)w;
         for (int b = 0; b < nblk; ++b) {
             int dot = 0;
-            for (int i = 0; i < QK; ++i) dot += (int)bw[b].qs[i] * a[b].qs[i];
+            for (int i = 0; i < QK; ++i) dot += (int)bw[b].qs[i] * (256 * a[b].hi[i] + a[b].lo[i]);
             y += fp16_to_fp32(bw[b].d) * a[b].d * (float)dot;
         }
     } else if (FMT == 3) {
@@ -42,7 +43,7 @@ static float row_dot(const uint8_t* w, const block_q8a* a, int nblk) {
                 q4k_scale_min(j, bw[sb].scales, sc, m);
                 const uint8_t* qs = bw[sb].qs + 32 * (j / 2);
                 for (int i = 0; i < QK; ++i) q[i] = (j & 1) ? qs[i] >> 4 : qs[i] & 0xF;
-                const int dot = idot(q, ab.qs, QK), isum = ab.sum16[0] + ab.sum16[1];
+                const int dot = idot(q, ab, 0, QK), isum = ab.sum16[0] + ab.sum16[1];
                 y += ab.d * (d * sc * (float)dot - dmin * m * (float)isum);
             }
         }
@@ -57,8 +58,8 @@ static float row_dot(const uint8_t* w, const block_q8a* a, int nblk) {
                     const uint8_t* qh = bw[sb].qh + 32 * h;
                     for (int l = 0; l < QK; ++l) q[l] = ((ql[l] >> (4 * (k >> 1))) & 0xF) | (((qh[l] >> (2 * k)) & 3) << 4);
                     const int8_t* sc = bw[sb].scales + 8 * h + 2 * k;
-                    const int d0 = idot(q, ab.qs, 16) - 32 * ab.sum16[0];
-                    const int d1 = idot(q + 16, ab.qs + 16, 16) - 32 * ab.sum16[1];
+                    const int64_t d0 = idot(q, ab, 0, 16) - 32LL * ab.sum16[0];
+                    const int64_t d1 = idot(q + 16, ab, 16, 16) - 32LL * ab.sum16[1];
                     y += ab.d * d * (float)(sc[0] * d0 + sc[1] * d1);
                 }
         }

@@ -19,7 +19,19 @@ static inline __m256i unpack_nibbles16(const uint8_t* qs) {  // 16 bytes -> 32 c
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
 }
 
-static inline __m256i load_act(const block_q8a& a) { return _mm256_loadu_si256((const __m256i*)a.qs); }
+// u8 codes x (256 * hi + lo) as 8 x int32, lanes in element order (4 elements per lane)
+static inline __m256i dot_act(__m256i q, const block_q8a& a) {
+    const __m256i hi = dot_u8s8(q, _mm256_loadu_si256((const __m256i*)a.hi));
+    const __m256i lo = dot_u8s8(q, _mm256_loadu_si256((const __m256i*)a.lo));
+    return _mm256_add_epi32(_mm256_slli_epi32(hi, 8), lo);
+}
+
+// signed codes: |w| against the activations with w's sign moved onto them
+static inline __m256i dot_act_signed(__m256i qa, __m256i q, const block_q8a& a) {
+    const __m256i hi = dot_u8s8(qa, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i*)a.hi), q));
+    const __m256i lo = dot_u8s8(qa, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i*)a.lo), q));
+    return _mm256_add_epi32(_mm256_slli_epi32(hi, 8), lo);
+}
 
 template <int FMT, int MR>
 static void tile(const uint8_t* w, const block_q8a* A, size_t a_stride, int nblk, float* Y, size_t ldy) {
@@ -35,7 +47,7 @@ static void tile(const uint8_t* w, const block_q8a* A, size_t a_stride, int nblk
             const float mw = FMT == 1 ? h2f(*(const uint16_t*)(blk + 2)) : 0.0f;
             for (int r = 0; r < MR; ++r) {
                 const block_q8a& ab = A[r * a_stride + b];
-                const __m256i dot = dot_u8s8(q, load_act(ab));
+                const __m256i dot = dot_act(q, ab);
                 acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * ab.d), acc[r]);
                 const int isum = ab.sum16[0] + ab.sum16[1];
                 corr[r] += (FMT == 0 ? -8.0f * dw : mw) * ab.d * (float)isum;
@@ -49,7 +61,7 @@ static void tile(const uint8_t* w, const block_q8a* A, size_t a_stride, int nblk
             const float dw = h2f(bw[b].d);
             for (int r = 0; r < MR; ++r) {
                 const block_q8a& ab = A[r * a_stride + b];
-                const __m256i dot = dot_u8s8(qa, _mm256_sign_epi8(load_act(ab), q));
+                const __m256i dot = dot_act_signed(qa, q, ab);
                 acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * ab.d), acc[r]);
             }
         }
@@ -68,8 +80,8 @@ static void tile(const uint8_t* w, const block_q8a* A, size_t a_stride, int nblk
                 for (int r = 0; r < MR; ++r) {
                     const block_q8a& a0 = A[r * a_stride + sb * 8 + 2 * j];
                     const block_q8a& a1 = A[r * a_stride + sb * 8 + 2 * j + 1];
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(q0, load_act(a0))), _mm256_set1_ps(ds0 * a0.d), acc[r]);
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(q1, load_act(a1))), _mm256_set1_ps(ds1 * a1.d), acc[r]);
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_act(q0, a0)), _mm256_set1_ps(ds0 * a0.d), acc[r]);
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_act(q1, a1)), _mm256_set1_ps(ds1 * a1.d), acc[r]);
                     corr[r] -= dm0 * a0.d * (float)(a0.sum16[0] + a0.sum16[1]) + dm1 * a1.d * (float)(a1.sum16[0] + a1.sum16[1]);
                 }
             }
@@ -95,7 +107,7 @@ static void tile(const uint8_t* w, const block_q8a* A, size_t a_stride, int nblk
                     for (int r = 0; r < MR; ++r) {
                         const block_q8a& ab = A[r * a_stride + sb * 8 + 4 * h + k];
                         const __m256 s = _mm256_mul_ps(ws, _mm256_set1_ps(ab.d));
-                        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(q[k], load_act(ab))), s, acc[r]);
+                        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_act(q[k], ab)), s, acc[r]);
                         corr[r] -= 32.0f * d * ab.d * (float)(sc[2 * k] * ab.sum16[0] + sc[2 * k + 1] * ab.sum16[1]);
                     }
                 }
