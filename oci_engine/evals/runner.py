@@ -73,6 +73,8 @@ def evaluate_model(llm, tasks: list[Task], cfg: RunConfig, executor: Executor, w
             s.reply = first[chunk.index(s.task)][s.index]
         active = samples
         for rnd in range(cfg.feedback_rounds + 1):
+            if progress is not None and cfg.feedback_rounds:
+                progress.set_postfix_str(f"round {rnd}, {len(active)} sample(s) in play")
             if rnd > 0:
                 replies = _generate(llm, [s.dialogue.request() for s in active], params(1), 1)
                 for s, r in zip(active, replies):
