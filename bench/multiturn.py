@@ -1,8 +1,9 @@
-"""`python -m bench multiturn [--sessions 8] [--rounds 4] [--reply-tokens 32] [--exec-tokens 300] [--repeats 1]`
+"""`python -m bench multiturn [--sessions 8] [--rounds 4] [--reply-tokens 32] [--exec-tokens 120]
+[--system-tokens 900] [--repeats 1] [--threads N]`
 
 Interleaved code-interpreter sessions: session 1 round 1, session 2 round 1, ..., session 1 round 2,
-... Every round re-sends the whole conversation (system prompt, task, then per round the
-assistant's reply and an "Execution result" message), one request at a time, as an interpreter
+... Every round re-sends the whole conversation (a shared system prompt, the task, then per
+round the assistant's reply and an "Execution result" message), one request at a time, as an interpreter
 serving several users does. Measured: total time, and TTFT per round (median over sessions), for
   - oci-engine with the prefix cache,
   - oci-engine with it off,
@@ -43,10 +44,21 @@ def exec_result(tokenizer, session: int, rnd: int, n_tokens: int) -> list[int]:
     return ids
 
 
-def build_first_prompts(tokenizer, sessions: int) -> list[list[int]]:
+def system_prompt(tokenizer, n_tokens: int) -> str:
+    """The shared system prompt, padded with numbered guidelines to about n_tokens."""
+    text, i = SYSTEM, 1
+    while len(tokenizer.encode(text, add_special_tokens=False)) < n_tokens:
+        text += (f"\nGuideline {i}: keep cell {i} self-contained, import what it uses, print intermediate values "
+                 f"of step {i}, and never read from standard input.")
+        i += 1
+    return text
+
+
+def build_first_prompts(tokenizer, sessions: int, system_tokens: int) -> list[list[int]]:
     out = []
+    system = system_prompt(tokenizer, system_tokens)
     for s in range(sessions):
-        msgs = [{"role": "system", "content": SYSTEM * 3}, {"role": "user", "content": TASKS[s % len(TASKS)]}]
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": TASKS[s % len(TASKS)]}]
         out.append(tokenizer.encode(tokenizer.apply_chat_template(msgs, add_generation_prompt=True),
                                     add_special_tokens=False))
     return out
@@ -71,7 +83,7 @@ def run_ours(args, cache: bool) -> dict:
     sp = SamplingParams(temperature=0.0, max_tokens=args.reply_tokens, ignore_eos=True)
     llm.generate(prompt_token_ids=[1, 2, 3], sampling_params=sp)  # warm-up
     llm.engine.reset_prefix_cache()
-    prompts = build_first_prompts(tok, args.sessions)
+    prompts = build_first_prompts(tok, args.sessions, args.system_tokens)
     ttft = [[] for _ in range(args.rounds)]
     hist = [[] for _ in range(args.rounds)]
     t0 = time.perf_counter()
@@ -119,7 +131,7 @@ def run_llamacpp(args) -> dict:
         return reply, first
 
     reply_of([1, 2, 3])
-    prompts = build_first_prompts(tok, args.sessions)
+    prompts = build_first_prompts(tok, args.sessions, args.system_tokens)
     ttft = [[] for _ in range(args.rounds)]
     hist = [[] for _ in range(args.rounds)]
     t0 = time.perf_counter()
@@ -145,7 +157,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--reply-tokens", type=int, default=32)
-    ap.add_argument("--exec-tokens", type=int, default=300)
+    ap.add_argument("--exec-tokens", type=int, default=120)
+    ap.add_argument("--system-tokens", type=int, default=900, help="shared system prompt length")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="compute threads for every engine (1 on a machine busy with other work)")
@@ -160,7 +173,8 @@ def main(argv=None) -> int:
         for engine in args.engines.split(","):
             cmd = [sys.executable, "-m", "bench", "multiturn", "--engine", engine, "--model", args.model,
                    "--sessions", str(args.sessions), "--rounds", str(args.rounds),
-                   "--reply-tokens", str(args.reply_tokens), "--exec-tokens", str(args.exec_tokens)]
+                   "--reply-tokens", str(args.reply_tokens), "--exec-tokens", str(args.exec_tokens),
+                   "--system-tokens", str(args.system_tokens)]
             if args.backend:
                 cmd += ["--backend", args.backend]
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}

@@ -46,7 +46,9 @@ class LLM:
         """`messages`: one conversation (a list of {"role", "content"}) or a list of them."""
         if self.tokenizer is None:
             raise InvalidRequestError("this model has no tokenizer, so it cannot render a chat")
-        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        if not messages:
+            raise InvalidRequestError("chat() needs at least one message")
+        conversations = [messages] if isinstance(messages[0], dict) else list(messages)
         requests = []
         for conv in conversations:
             text = self.tokenizer.apply_chat_template(conv, add_generation_prompt=add_generation_prompt,
@@ -88,8 +90,15 @@ class LLM:
             return [(None, engine.tokenize_prompt(None, ids)) for ids in batch]
         if prompts is None:
             raise InvalidRequestError("generate() needs prompts or prompt_token_ids")
-        batch = [prompts] if isinstance(prompts, str) else list(prompts)
-        return [(p, engine.tokenize_prompt(p)) for p in batch]
+        batch = [prompts] if isinstance(prompts, (str, dict)) else list(prompts)
+        out = []
+        for p in batch:
+            if isinstance(p, dict):  # vLLM's {"prompt": ...} / {"prompt_token_ids": ...}
+                text = p.get("prompt")
+                out.append((text, engine.tokenize_prompt(text, p.get("prompt_token_ids"))))
+            else:
+                out.append((p, engine.tokenize_prompt(p)))
+        return out
 
     @staticmethod
     def _params(sampling_params, n: int) -> list:
@@ -116,6 +125,8 @@ class LLM:
                 bar = tqdm(total=len(ids), desc="generating", unit="req", dynamic_ncols=True)
             try:
                 while len(results) < len(ids):
+                    if not engine.has_unfinished():
+                        raise RuntimeError("the engine lost requests it was given; this is a bug, please report it")
                     for out in engine.step():
                         if out.finished:
                             results[out.request_id] = out

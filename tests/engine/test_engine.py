@@ -224,3 +224,9 @@ def test_request_metrics_and_engine_stats(tiny):
     assert s.prefix_cache_hit_rate == 64 / (2 * len(p))
     g = s.as_gauges()
     assert g["oci_kv_blocks_cached"] == s.num_blocks_cached and g["oci_num_requests_running"] == 0
+
+
+def test_vllm_style_prompt_dicts(tiny, alone):
+    llm = make_llm(tiny)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts16()[:3]], GREEDY, use_tqdm=False)
+    assert [o.token_ids for o in outs] == alone[:3]
