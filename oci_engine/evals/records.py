@@ -15,6 +15,7 @@ class Round:
     passed: bool
     result: str
     feedback: str = ""   # what the model was told after this round ("" when it was not asked again)
+    reply: str = ""      # the model's raw answer the completion was extracted from
 
 
 @dataclass(slots=True)

@@ -82,7 +82,7 @@ def evaluate_model(llm, tasks: list[Task], cfg: RunConfig, executor: Executor, w
             completions = [completion_from_reply(s.reply, s.task.prompt, s.task.entry_point) for s in active]
             verdicts = run_checks(executor, [verdict_program(s.task, c) for s, c in zip(active, completions)])
             for s, c, v in zip(active, completions, verdicts):
-                s.record.rounds.append(Round(c, v.passed, v.result))
+                s.record.rounds.append(Round(c, v.passed, v.result, reply=s.reply))
             if rnd == cfg.feedback_rounds:
                 break
             active = _refine(executor, active, completions, verdicts, cfg.public_feedback)
