@@ -47,6 +47,15 @@ struct KernelTable {
     AttnFn attention;
 };
 
+// Only on CPUs with AVX512-BF16 (isa_avx512bf16.cpp); used by the avx512 path from a few rows up.
+struct Bf16Kernels {
+    void (*to_bf16)(const float* x, uint16_t* out, int n);
+    void (*gemm)(int fmt, const uint8_t* W, size_t w_stride, int n0, int n1, const uint16_t* X, size_t ldx, int M,
+                 int K, float* Y, size_t ldy);
+    void (*dequant_row)(int fmt, const uint8_t* w, int K, uint16_t* out);  // one row to bf16
+};
+const Bf16Kernels& bf16_kernels();
+
 const KernelTable& table_scalar();
 const KernelTable& table_avx2();
 const KernelTable& table_avx512();

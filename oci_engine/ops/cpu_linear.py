@@ -1,12 +1,15 @@
 """Linear layers of the `cpu` backend: GGUF weights stay in their block format and run through the
 C++ integer GEMM (oci_engine._C); dense weights go to torch.
 
-Two paths for a quantized weight, chosen by the number of rows in the call:
-- up to PREFILL_MIN_ROWS rows (decode, batched decode, short chunks): activations are quantized to
-  int8 blocks once per row and dotted with the raw blocks (no copy, resident memory = file size);
-- more rows (prefill): the weight is dequantized to bf16 for this call only and multiplied by
-  torch (oneDNN), whose blocked GEMM wins once the weight is reused across enough rows. The
-  threshold was measured with bench/decode.py's kernel sweep on the development machine.
+Three paths for a quantized weight, chosen by the number of rows M in the call (thresholds
+measured on SmolLM2's shapes, AVX-512 machine, 1-2 threads):
+- M < 4 (decode): activations quantized once per row to two int8 planes and dotted with the raw
+  blocks by integer instructions (no copy: resident memory stays at the file size);
+- 4 <= M < DENSE_MIN_ROWS (batched decode), on CPUs with AVX512-BF16: the C++ kernel expands each
+  weight row to bf16 once and runs vdpbf16ps against every row (the C++ side picks this itself);
+- M >= DENSE_MIN_ROWS (prefill): the weight is expanded to bf16 in row chunks into one reused
+  scratch buffer (bounded memory, no page faults per call) and multiplied by torch's blocked GEMM
+  (oneDNN), which beats both kernels once a weight row meets this many activation rows.
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ except ValueError as e:
 # ggml type ids with a C++ kernel (gguf.GGMLQuantizationType values)
 KERNEL_TYPES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0", 12: "Q4_K", 14: "Q6_K"}
 BLOCK_ELEMS = {2: 32, 3: 32, 8: 32, 12: 256, 14: 256}
-PREFILL_MIN_ROWS = 64
+DENSE_MIN_ROWS = 16
+_CHUNK_ELEMS = 1 << 21  # bf16 weights expanded per torch GEMM call: 4 MiB of scratch
+_scratch: list[torch.Tensor] = []
 
 
 @dataclass(slots=True)
@@ -80,13 +85,31 @@ def prepare_linear(weight, dtype=torch.float32, device="cpu"):
     return weight.dequantize(torch.float32).to(device=device, dtype=dtype).contiguous()
 
 
-def quant_matmul(x2: torch.Tensor, w: QuantLinear) -> torch.Tensor:
-    """x2 [M, in] float32 with unit stride along in -> [M, out] float32 through the int8 kernels."""
+def quant_matmul(x2: torch.Tensor, w: QuantLinear, path: str = "auto") -> torch.Tensor:
+    """x2 [M, in] float32 with unit stride along in -> [M, out] float32 through the C++ kernels;
+    path: "auto", "int8" or "bf16" (the latter only on the avx512 path of a CPU with AVX512-BF16)."""
     M = x2.shape[0]
     y = torch.empty(M, w.out_features, dtype=torch.float32)
     if M:
         _C.gemm(w.address, w.row_stride, w.ggml_type, w.out_features, w.in_features, x2.data_ptr(), M,
-                x2.stride(0), y.data_ptr(), w.out_features)
+                x2.stride(0), y.data_ptr(), w.out_features, path)
+    return y
+
+
+def dense_matmul(x2: torch.Tensor, w: QuantLinear) -> torch.Tensor:
+    """x2 [M, in] @ W^T through bf16 row chunks of W and torch.mm; float32 result."""
+    K, N = w.in_features, w.out_features
+    xb = x2.to(torch.bfloat16)
+    rows = max(1, min(N, _CHUNK_ELEMS // K))
+    if not _scratch or _scratch[0].numel() < rows * K:
+        _scratch[:] = [torch.empty(rows * K, dtype=torch.bfloat16)]
+    buf = _scratch[0]
+    y = torch.empty(x2.shape[0], N, dtype=torch.float32)
+    for r0 in range(0, N, rows):
+        n = min(rows, N - r0)
+        wb = buf[:n * K].view(n, K)
+        _C.dequant(w.address + r0 * w.row_stride, w.row_stride, w.ggml_type, n, K, wb.data_ptr(), True, 0, K)
+        y[:, r0:r0 + n] = torch.mm(xb, wb.t())
     return y
 
 
@@ -97,8 +120,8 @@ def linear(x: torch.Tensor, handle, bias: torch.Tensor | None = None) -> torch.T
         raise ValueError(f"linear: input has {x.shape[-1]} features, weight expects {handle.in_features}")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, handle.in_features)
-    if x2.shape[0] >= PREFILL_MIN_ROWS:
-        y = torch.mm(x2.to(torch.bfloat16), handle.dequantize(torch.bfloat16).t()).float()
+    if x2.shape[0] >= DENSE_MIN_ROWS:
+        y = dense_matmul(x2, handle)
     else:
         if x2.dtype != torch.float32 or x2.stride(-1) != 1:
             x2 = x2.float().contiguous()

@@ -61,7 +61,7 @@ def test_gemm_matches_dequantized_reference(isa, qtype, M, N, K):
     dense = reference_dense(qt)
     x = torch.randn(M, K, generator=torch.Generator().manual_seed(N))
     with forced_isa(isa):
-        y = cpu_linear.quant_matmul(x, w)
+        y = cpu_linear.quant_matmul(x, w, "int8")
     exact = q8_roundtrip(x) @ dense.T
     torch.testing.assert_close(y, exact, rtol=1e-4, atol=1e-4 * exact.abs().max().item())
     loose = x @ dense.T
@@ -78,7 +78,7 @@ def test_simd_paths_agree_with_scalar(qtype):
     outs = {}
     for isa in ISAS:
         with forced_isa(isa):
-            outs[isa] = cpu_linear.quant_matmul(x, w)
+            outs[isa] = cpu_linear.quant_matmul(x, w, "int8")
     for isa, y in outs.items():
         scale = outs["scalar"].abs().max().item()
         torch.testing.assert_close(y, outs["scalar"], rtol=1e-5, atol=1e-6 * scale, msg=f"{isa} differs from scalar")
@@ -108,14 +108,38 @@ def test_dequantize_is_exact(isa, qtype):
     torch.testing.assert_close(bf, ref.to(torch.bfloat16), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("M", [1, 7, 64, 130])
-def test_linear_both_paths_and_bias(M):
-    """Below PREFILL_MIN_ROWS the int8 kernel runs, from it on the bf16 dequantized GEMM."""
+@pytest.mark.skipif(not _C.has_bf16_gemm(), reason="this CPU has no AVX512-BF16")
+@pytest.mark.parametrize("qtype", FORMATS, ids=lambda t: t.name)
+@pytest.mark.parametrize("M,N,K", SHAPES)
+def test_bf16_weight_expanding_gemm(qtype, M, N, K):
+    qt = random_blocks(qtype, N, K, seed=M + N + K)
+    w = cpu_linear.prepare_linear(qt)
+    dense = reference_dense(qt)
+    x = torch.randn(M, K, generator=torch.Generator().manual_seed(M))
+    with forced_isa("avx512"):
+        y = cpu_linear.quant_matmul(x, w, "bf16")
+    exact = x.bfloat16().float() @ dense.bfloat16().float().T  # both operands rounded, fp32 sums
+    torch.testing.assert_close(y, exact, rtol=1e-4, atol=1e-4 * exact.abs().max().item())
+
+
+def test_bf16_gemm_refused_off_the_avx512_path():
+    w = cpu_linear.prepare_linear(random_blocks(T.Q4_0, 4, 64, seed=0))
+    with forced_isa("scalar"), pytest.raises(ValueError, match="avx512"):
+        cpu_linear.quant_matmul(torch.randn(2, 64), w, "bf16")
+
+
+@pytest.mark.parametrize("M", [1, 7, 16, 130])
+def test_linear_all_paths_and_bias(M):
+    """int8 kernel (M < 4), bf16 kernel (4 <= M < 16), chunked bf16 torch GEMM (M >= 16)."""
     qt = random_blocks(T.Q4_K, 48, 512, seed=M)
     w = cpu_linear.prepare_linear(qt)
+    cpu_linear._CHUNK_ELEMS, chunk = 512 * 20, cpu_linear._CHUNK_ELEMS  # several chunks, a short last one
     x = torch.randn(M, 512)
     bias = torch.randn(48)
-    y = cpu_linear.linear(x, w, bias)
+    try:
+        y = cpu_linear.linear(x, w, bias)
+    finally:
+        cpu_linear._CHUNK_ELEMS = chunk
     ref = x @ reference_dense(qt).T + bias
     rel = (y - ref).norm() / ref.norm()
     assert y.shape == (M, 48) and rel < 0.01
