@@ -33,8 +33,8 @@ def isolate(z, channel_fd, out_fd, err_fd, workdir, timeout, session):
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.setsid()
-    take_fds(channel_fd, out_fd, err_fd)
     os.dup2(z.devnull, 0)
+    take_fds(channel_fd, out_fd, err_fd)
     os.closerange(ERR_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     os.chdir(workdir)
     os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir)
@@ -42,6 +42,50 @@ def isolate(z, channel_fd, out_fd, err_fd, workdir, timeout, session):
     limits_mod.drop_privileges(z.in_user_ns, z.policy.unprivileged_uid, z.policy.unprivileged_gid)
     flt = z.session_filter if session else z.oneshot_filter
     return flt.load(listener=session)
+
+
+def template(z, ctrl_fd):
+    """Trusted, never runs user code: forks one-shot spares on the zygote's order, reaps them
+    and reports how each ended."""
+    os.dup2(ctrl_fd, 3)
+    os.dup2(z.devnull, 4)
+    z.devnull = 4
+    os.closerange(5, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # the host channel above all
+    limits_mod.die_with_parent()
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    ctrl = socket.socket(fileno=3)
+    reader = protocol.FrameReader(ctrl)
+    while True:
+        try:
+            ready = select.select([ctrl, wake_r], [], [])[0]
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            try:
+                os.read(wake_r, 4096)
+            except BlockingIOError:
+                pass
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                protocol.send(ctrl, {"op": "exited", "pid": pid, "status": status})
+        if ctrl in ready:
+            if not reader.fill():
+                os._exit(0)
+            for header, _, fds in reader.frames():
+                if header.get("op") == "spare" and len(fds) == 3:
+                    pid = os.fork()
+                    if pid == 0:
+                        spare(z, fds, header["workdir"])
+                    protocol.send(ctrl, {"op": "forked", "pid": pid})
+                for fd in fds:
+                    os.close(fd)
 
 
 SPARE_CPU_S = 3600  # lowered to the cell's own budget once its code arrives
@@ -145,6 +189,8 @@ def session_spare(z, fds, namespace):
 
 def _report_setup_failure(chan, e):
     if chan is None:
+        import traceback
+        os.write(2, ("sandbox child set-up failed: " + "".join(traceback.format_exception(e))).encode())
         return
     try:
         err = cell.describe_exception(e)

@@ -58,3 +58,8 @@ def drop_privileges(in_user_ns, uid, gid):
         e = ctypes.get_errno()
         raise OSError(e, f"capset: {os.strerror(e)}")
 
+
+
+def die_with_parent():
+    PR_SET_PDEATHSIG = 1
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -11,7 +11,7 @@ import socket
 import struct
 
 _HDR = struct.Struct("<II")
-MAX_FDS = 4
+MAX_FDS = 64  # per read: several frames' fds can arrive in one recvmsg
 
 
 def encode(header, body=b""):
@@ -20,6 +20,8 @@ def encode(header, body=b""):
 
 
 def send(sock, header, body=b"", fds=()):
+    if fds:
+        header = dict(header, nfds=len(fds))  # the reader hands fds out in order, by this count
     data = encode(header, body)
     sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]) \
         if fds else sock.send(data)
@@ -31,6 +33,8 @@ def send_before(sock, deadline_s, header, body=b"", fds=()):
     """Send on a non-blocking socket, waiting at most `deadline_s` for a peer that does not read."""
     import select
     import time
+    if fds:
+        header = dict(header, nfds=len(fds))
     data = memoryview(encode(header, body))
     end = time.monotonic() + deadline_s
     first = True
@@ -50,6 +54,10 @@ def send_before(sock, deadline_s, header, body=b"", fds=()):
 
 class FrameTooLarge(Exception):
     pass
+
+
+class BadFrame(FrameTooLarge):
+    """Not a frame this protocol writes: the peer is broken or hostile."""
 
 
 class FrameReader:
@@ -94,10 +102,17 @@ class FrameReader:
                 raise FrameTooLarge(total)
             if len(self.buf) < 8 + total:
                 return
-            header = json.loads(bytes(self.buf[8:8 + hlen]))
+            try:
+                header = json.loads(bytes(self.buf[8:8 + hlen]))
+            except ValueError:
+                raise BadFrame("header is not JSON") from None
+            if not isinstance(header, dict):
+                raise BadFrame("header is not an object")
             body = bytes(self.buf[8 + hlen:8 + total])
             del self.buf[:8 + total]
-            fds, self.fds = self.fds, []
+            n = header.get("nfds", 0)
+            n = n if isinstance(n, int) and n >= 0 else 0
+            fds, self.fds = self.fds[:n], self.fds[n:]
             yield header, body, fds
 
     def recv(self):

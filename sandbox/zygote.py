@@ -32,8 +32,10 @@ class Zygote:
         self.session_filter = seccomp_filter.LoadedFilter(seccomp_filter.build(policy, session=True))
         self.sel = selectors.DefaultSelector()
         self.jobs, self.by_pid, self.sessions = {}, {}, {}
-        self.spares = collections.deque()
+        self.spares = collections.deque()      # ordered from the template, not yet given a cell
+        self.awaiting_pid = collections.deque()  # ordered, the template has not said its pid yet
         self.pool_size = 2
+        self.template = None
         self.in_user_ns = False
         self.devnull = None
         self.workroot = None
@@ -85,12 +87,9 @@ class Zygote:
         self.sel.register(self.host, selectors.EVENT_READ, ("host", None))
         self.sel.register(wake_r, selectors.EVENT_READ, ("sigchld", None))
         while True:
-            # Spares are forked only when there is nothing else to do.
-            events = self.sel.select(0 if len(self.spares) < self.pool_size else None)
-            if not events and len(self.spares) < self.pool_size:
+            while len(self.spares) < self.pool_size and self.template is not None:
                 self.spares.append(self.spawn_spare())
-                continue
-            for key, _ in events:
+            for key, _ in self.sel.select():
                 kind, obj = key.data
                 if kind == "host":
                     self.on_host()
@@ -102,6 +101,8 @@ class Zygote:
                     self.reap()
                 elif kind == "job":
                     self.on_job(obj)
+                elif kind == "template":
+                    self.on_template()
                 else:
                     zygote_sessions.on_event(self, kind, obj)
 
@@ -131,20 +132,60 @@ class Zygote:
         if not alive:
             self.shutdown()
 
+    def start_template(self):
+        """Fork the template: a trusted copy of this process that forks the one-shot spares, so
+        the zygote itself never blocks in fork() while a request waits."""
+        zs, ts = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            zs.close()
+            child.template(self, ts.fileno())
+        ts.close()
+        zs.setblocking(False)
+        self.template = (pid, zs, protocol.FrameReader(zs))
+        self.sel.register(zs, selectors.EVENT_READ, ("template", None))
+
     def spawn_spare(self):
-        """Fork and isolate a child ahead of demand; it waits for its cell on its channel. This
-        takes the fork (the costliest step) off the path of the request."""
+        """Order a spare from the template; a cell may be queued on its channel at once."""
         job = Job(None)
         job.workdir = self.make_workdir("run")
         zs, cs = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:
-            child.spare(self, (cs.fileno(), job.out, job.err), job.workdir)
-        cs.close()
+        try:
+            protocol.send_before(self.template[1], 2.0, {"op": "spare", "workdir": job.workdir},
+                                 fds=[cs.fileno(), job.out, job.err])
+        finally:
+            cs.close()
         self.watch(job, zs)
-        job.pid = pid
-        self.by_pid[pid] = job
+        self.awaiting_pid.append(job)
         return job
+
+    def on_template(self):
+        _pid, sock, reader = self.template
+        alive = reader.fill()
+        for header, _, _ in reader.frames():
+            if header.get("op") == "forked" and self.awaiting_pid:
+                job = self.awaiting_pid.popleft()
+                job.pid = header["pid"]
+                self.by_pid[job.pid] = job
+                if job.done:  # its result came first
+                    self.kill_pid(job.pid)
+            elif header.get("op") == "exited":
+                self.ended(header["pid"], header["status"])
+        if not alive:
+            self.sel.unregister(sock)
+            sock.close()
+            self.template = None
+            for job in list(self.spares) + list(self.awaiting_pid):
+                self.unwatch(job)
+                if job in self.spares:
+                    self.spares.remove(job)
+                if job.id is not None:
+                    job.reason = "the process forking cells died"
+                    self.finish(job)
+                else:
+                    job.close_output()
+            self.awaiting_pid.clear()
+            self.start_template()
 
     def start_job(self, job_id, code, timeout):
         job = self.spares.popleft() if self.spares else self.spawn_spare()
@@ -176,6 +217,10 @@ class Zygote:
                         return
                     self.kill(job.id)  # nothing left for it to do; its files go when it is reaped
                     self.finish(job)
+        except protocol.BadFrame:
+            job.reason = "the cell wrote garbage on its result channel"
+            self.kill(job.id)
+            alive = False
         except protocol.FrameTooLarge:
             job.reason = f"the cell's output exceeded {self.policy.limits.result_bytes} bytes"
             self.kill(job.id)
@@ -199,20 +244,23 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            job = self.by_pid.pop(pid, None)
-            if job is None:
-                continue  # a session process, orphaned to us when its successor took over
-            if job.chan is not None:
-                self.on_job(job)  # everything it wrote is already in the socket
-                self.unwatch(job)
-            if job.id is None:  # a spare that died unused
-                if job in self.spares:
-                    self.spares.remove(job)
-                job.close_output()
-            else:
-                self.finish(job, status)
-            if job.workdir:
-                shutil.rmtree(job.workdir, ignore_errors=True)
+            self.ended(pid, status)
+
+    def ended(self, pid, status):
+        job = self.by_pid.pop(pid, None)
+        if job is None:
+            return  # a session process, orphaned to us when its successor took over
+        if job.chan is not None:
+            self.on_job(job)  # everything it wrote is already in the socket
+            self.unwatch(job)
+        if job.id is None:  # a spare that died unused
+            if job in self.spares:
+                self.spares.remove(job)
+            job.close_output()
+        else:
+            self.finish(job, status)
+        if job.workdir:
+            shutil.rmtree(job.workdir, ignore_errors=True)
 
     def finish(self, job, status=None):
         if job.done:
@@ -225,7 +273,7 @@ class Zygote:
             job.body = cell.output_only(job.out, job.err, self.policy.limits)
             header["partial"] = True
         job.close_output()
-        if status is not None:
+        if isinstance(status, int) and 0 <= status < 1 << 16:  # a session's report is untrusted
             if os.WIFSIGNALED(status):
                 header["signal"] = os.WTERMSIG(status)
             elif os.WIFEXITED(status):
@@ -239,19 +287,23 @@ class Zygote:
         if job.session is not None:
             zygote_sessions.kill_cell(self, job)
             return
+        if job.pid is not None:
+            self.kill_pid(job.pid)
+
+    @staticmethod
+    def kill_pid(pid):
         for fn in (os.killpg, os.kill):
             try:
-                fn(job.pid, signal.SIGKILL)
+                fn(pid, signal.SIGKILL)
             except OSError:
                 pass
 
     def shutdown(self):
+        if self.template is not None:
+            self.kill_pid(self.template[0])
         for job in list(self.jobs.values()) + list(self.spares):
-            for fn in (os.killpg, os.kill):
-                try:
-                    fn(job.pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            if job.pid is not None:
+                self.kill_pid(job.pid)
             if job.workdir:
                 shutil.rmtree(job.workdir, ignore_errors=True)
         for sid in list(self.sessions):
@@ -295,6 +347,7 @@ def main():
     # or a child's first collection writes to (and so copies) every page of the heap.
     gc.collect()
     gc.freeze()
+    z.start_template()
     report["preloaded"] = loaded
     report["threads"] = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
     z.reply({"op": "ready", "isolation": report})

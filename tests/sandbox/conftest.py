@@ -35,6 +35,17 @@ def descendants(pid):
     return out
 
 
+def zygote_pid(sb):
+    """launcher -> namespace holder -> zygote: the zygote is the holder's only child."""
+    holder = [p for p in descendants(sb._zygote.proc.pid) if _ppid(p) == sb._zygote.proc.pid][0]
+    return [p for p in descendants(holder) if _ppid(p) == holder][0]
+
+
+def _ppid(pid):
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[1])
+
+
 class HostState:
     def __init__(self):
         fd, self.secret_path = tempfile.mkstemp(prefix="oci-host-secret-")
@@ -48,9 +59,10 @@ class HostState:
         assert self.canary.poll() is None, "a host process was killed"
         with open(self.secret_path) as f:
             assert f.read() == HOST_SECRET, "a host file was modified"
-        # launcher -> namespace holder -> zygote, its spare forks (one per worker), and per open
-        # session a parked process with its spare; a cell that just ended may take a moment to go.
-        expected = 2 + sb.workers + 2 * sb.live_sessions + extra_processes
+        # launcher -> namespace holder -> zygote -> template with its spares (one per worker), and
+        # per open session a parked process with its spare; a cell that just ended may take a
+        # moment to go.
+        expected = 3 + sb.workers + 2 * sb.live_sessions + extra_processes
         deadline = time.monotonic() + 3.0
         while len(tree := descendants(sb._zygote.proc.pid)) > expected and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from conftest import HOST_SECRET, descendants
+from conftest import HOST_SECRET, descendants, zygote_pid
 
 
 def test_isolation_report_and_policy(sb, guard):
@@ -32,9 +32,7 @@ def test_zygote_crash_restarts_transparently(guard):
         s = box.session()
         s.run("x = 1")
         old = box._zygote.proc.pid
-        tree = descendants(old)
-        for pid in reversed(tree):  # the zygote itself, then its parents
-            os.kill(pid, signal.SIGKILL)
+        os.kill(zygote_pid(box), signal.SIGKILL)  # its pid namespace, and every cell, go with it
         box._zygote.proc.wait()
         r = box.run("print('back')")
         assert r.error is None and r.stdout == "back\n"
@@ -48,7 +46,7 @@ def test_zygote_crash_restarts_transparently(guard):
 def test_zygote_killed_during_a_cell(guard):
     from oci_engine.sandbox import Sandbox
     with Sandbox(workers=1) as box:
-        zygote = descendants(box._zygote.proc.pid)[-1]
+        zygote = zygote_pid(box)
         threading.Timer(0.5, os.kill, (zygote, signal.SIGKILL)).start()
         r = box.run("import time\ntime.sleep(30)", timeout=20)
         assert r.error is not None and r.error.type == "SandboxError" and r.duration_s < 10
