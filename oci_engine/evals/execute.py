@@ -6,6 +6,10 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from oci_engine.errors import SandboxError
+
+INFRA_RETRIES = 2
+
 
 @dataclass(slots=True)
 class Execution:
@@ -42,5 +46,12 @@ class Executor:
         return self._pool.submit(self.run, code)
 
     def run(self, code: str) -> Execution:
-        r = self._sandbox.run(code, timeout=self.timeout)
-        return Execution(r.stdout, r.stderr, r.timed_out, r.duration_s, None if r.error is None else str(r.error))
+        # A failure of the sandbox itself (its helper died) says nothing about the code: run the
+        # check again on the restarted helper rather than record a wrong verdict.
+        for _ in range(INFRA_RETRIES + 1):
+            r = self._sandbox.run(code, timeout=self.timeout)
+            if r.error is None or r.error.type != "SandboxError":
+                return Execution(r.stdout, r.stderr, r.timed_out, r.duration_s,
+                                 None if r.error is None else str(r.error))
+        raise SandboxError(f"the sandbox failed {INFRA_RETRIES + 1} times running one check ({r.error.message}); "
+                           "no verdict was recorded for it: rerun the same command to resume")
