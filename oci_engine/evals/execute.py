@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from oci_engine.errors import SandboxError
 
 INFRA_RETRIES = 2
+INFRA_ERRORS = ("SandboxError", "SessionLost")  # the sandbox failed, not the code
 
 
 @dataclass(slots=True)
@@ -50,7 +51,7 @@ class Executor:
         # check again on the restarted helper rather than record a wrong verdict.
         for _ in range(INFRA_RETRIES + 1):
             r = self._sandbox.run(code, timeout=self.timeout)
-            if r.error is None or r.error.type != "SandboxError":
+            if r.error is None or r.error.type not in INFRA_ERRORS:
                 return Execution(r.stdout, r.stderr, r.timed_out, r.duration_s,
                                  None if r.error is None else str(r.error))
         raise SandboxError(f"the sandbox failed {INFRA_RETRIES + 1} times running one check ({r.error.message}); "
