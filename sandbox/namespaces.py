@@ -42,6 +42,10 @@ def mount(src, dst, fstype, flags, data=None):
            f"mount {src or fstype} on {dst}")
 
 
+def unmount(path):
+    return _libc.umount2(path.encode(), MNT_DETACH) == 0
+
+
 def enter(ns, uid, gid):
     """Run in the launcher. Returns only in the process that is to become the zygote, with a
     report {namespace: True/False or reason}; the intermediate processes wait and exit."""

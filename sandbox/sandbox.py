@@ -12,6 +12,7 @@ import time
 
 from oci_engine.errors import SandboxError, SessionClosedError, TooManySessionsError
 
+from . import spare_pool
 from .policy import Policy
 from .result import CellError, Result, from_done
 from .session import Session
@@ -53,6 +54,7 @@ class Sandbox:
         self._sessions = {}
         self._zygote = None
         self._generation = 0
+        self._pool = spare_pool.SparePool()
         self._closed = False
         self._start()
         self._janitor = threading.Thread(target=self._expire_loop, name="oci-sandbox-janitor", daemon=True)
@@ -60,8 +62,9 @@ class Sandbox:
 
     # -- zygote life --------------------------------------------------------------------------
     def _start(self):
-        self._zygote = ZygoteProcess(self.policy, self._on_frame, self._on_death, self.workers)
         self._generation += 1
+        self._pool.reset(self._generation)
+        self._zygote = ZygoteProcess(self.policy, self._on_frame, self._on_death, self.workers)
         missing = [k for k in ("user", "mount", "net", "pid", "ipc") if self.isolation.get(k) is not True]
         if missing:
             msg = ("SANDBOX ISOLATION REDUCED: namespaces not applied: "
@@ -81,9 +84,13 @@ class Sandbox:
                 self._start()
             return self._zygote
 
-    def _on_frame(self, header, body):
+    def _on_frame(self, header, body, fds=()):
         op = header.get("op")
-        if op == "done":
+        if op == "spare":
+            self._pool.add(header["spare"], fds, self._generation)
+        elif op == "exited":
+            self._pool.exited(header["spare"], header.get("status"))
+        elif op == "done":
             p = self._pending.get(header.get("job"))
             if p is not None:
                 p.header, p.body = header, body
@@ -125,6 +132,9 @@ class Sandbox:
         timeout = float(self.timeout if timeout is None else timeout)
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+        if session is None:
+            with self._slots:
+                return self._one_shot(code, timeout)
         with self._slots:
             for attempt in (0, 1):
                 z = self._zygote_alive()
@@ -167,6 +177,42 @@ class Sandbox:
             if header.get("reason", "") and header["reason"].startswith("session"):
                 session.lost = True
         return from_done(header, p.body, timed_out, duration, timeout)
+
+    def _one_shot(self, code, timeout):
+        z = self._zygote_alive()
+        alive = lambda: z.alive
+        spare = self._pool.take(alive)
+        if spare is None:
+            return Result(error=CellError("SandboxError", "the sandbox helper did not provide a "
+                                          "process in time; it restarts on the next call"))
+        try:
+            z.send({"op": "take", "spare": spare.id})  # so it prepares the next one now
+        except OSError:
+            pass
+        t0 = time.perf_counter()
+        try:
+            verdict, header, body = spare_pool.run_on(spare, code, timeout, self.policy.limits.result_bytes)
+            duration = time.perf_counter() - t0
+            try:
+                # The result is the end: nothing it does afterwards may linger (killing also
+                # ends a cell that sent a result early and carried on).
+                z.send({"op": "kill_spare", "spare": spare.id})
+            except OSError:
+                pass
+            if verdict == "result":
+                return from_done({"ok": header.get("ok")}, body, False, duration, timeout)
+            status = self._pool.wait_exit(spare.id, alive)
+            if status is False:
+                if verdict == "timeout" and z.alive:
+                    self._restart(z)  # a zygote that cannot kill is not trusted with more
+                if verdict != "timeout":
+                    return Result(error=CellError("SandboxError", "the sandbox helper process died; "
+                                                  "it restarts on the next call"), duration_s=duration)
+            header = dict(header or {}, partial=True, **spare_pool.status_fields(status))
+            body = spare_pool.partial_output(spare, self.policy.limits)
+            return from_done(header, body, verdict == "timeout", time.perf_counter() - t0, timeout)
+        finally:
+            spare.close()
 
     def _restart(self, z):
         with self._lock:
@@ -244,6 +290,7 @@ class Sandbox:
             self._sessions.clear()
             if self._zygote is not None:
                 self._zygote.kill()
+            self._pool.reset(-1)
 
     def __enter__(self):
         return self

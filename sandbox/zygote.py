@@ -32,13 +32,16 @@ class Zygote:
         self.session_filter = seccomp_filter.LoadedFilter(seccomp_filter.build(policy, session=True))
         self.sel = selectors.DefaultSelector()
         self.jobs, self.by_pid, self.sessions = {}, {}, {}
-        self.spares = collections.deque()      # ordered from the template, not yet given a cell
+        self.handed = {}  # spare id -> Job: one-shot children whose channel the host holds
+        self.untaken = 0  # handed but not yet used for a cell: kept at pool_size
+        self.spare_ids = 0
         self.awaiting_pid = collections.deque()  # ordered, the template has not said its pid yet
         self.pool_size = 2
         self.template = None
         self.in_user_ns = False
         self.devnull = None
         self.workroot = None
+        self.own_mounts = False
 
     # -- start-up ---------------------------------------------------------------------------
     def isolate(self):
@@ -53,6 +56,7 @@ class Zygote:
                                                         namespaces.python_prefixes(),
                                                         report.get("pid") is True)
                 self.workroot = ns.workdir_root
+                self.own_mounts = True
             except OSError as e:
                 report["root"] = f"unavailable ({e})"
         else:
@@ -72,11 +76,29 @@ class Zygote:
         return report
 
     def make_workdir(self, prefix):
+        """A fresh directory with its own tmpfs quota: one cell filling its disk cannot starve
+        another, and removal is an unmount rather than a tree walk."""
         path = os.path.join(self.workroot, f"{prefix}-{secrets.token_hex(6)}")
         os.mkdir(path, 0o700)
+        if self.own_mounts:
+            try:
+                namespaces.mount(
+                    "tmpfs", path, "tmpfs", namespaces.MS_NOSUID | namespaces.MS_NODEV,
+                    f"mode=0700,size={self.policy.limits.workdir_bytes}")
+            except OSError:
+                self.own_mounts = False
         if not self.in_user_ns and os.geteuid() == 0:
             os.chown(path, self.policy.unprivileged_uid, self.policy.unprivileged_gid)
         return path
+
+    def remove_workdir(self, path):
+        if self.own_mounts and namespaces.unmount(path):
+            try:
+                os.rmdir(path)
+                return
+            except OSError:
+                pass
+        shutil.rmtree(path, ignore_errors=True)
 
     # -- the loop ----------------------------------------------------------------------------
     def serve(self):
@@ -87,8 +109,8 @@ class Zygote:
         self.sel.register(self.host, selectors.EVENT_READ, ("host", None))
         self.sel.register(wake_r, selectors.EVENT_READ, ("sigchld", None))
         while True:
-            while len(self.spares) < self.pool_size and self.template is not None:
-                self.spares.append(self.spawn_spare())
+            while self.untaken < self.pool_size and self.template is not None:
+                self.spawn_spare()
             for key, _ in self.sel.select():
                 kind, obj = key.data
                 if kind == "host":
@@ -106,10 +128,10 @@ class Zygote:
                 else:
                     zygote_sessions.on_event(self, kind, obj)
 
-    def reply(self, header, body=b""):
+    def reply(self, header, body=b"", fds=()):
         self.host.setblocking(True)
         try:
-            protocol.send(self.host, header, body)
+            protocol.send(self.host, header, body, fds)
         finally:
             self.host.setblocking(False)
 
@@ -117,8 +139,17 @@ class Zygote:
         alive = self.host_reader.fill()
         for header, body, _ in self.host_reader.frames():
             op = header["op"]
-            if op == "run" and header.get("sid") is None:
-                self.start_job(header["job"], body.decode(), header["timeout"])
+            if op == "take":
+                job = self.handed.get(header["spare"])
+                if job is not None and not job.taken:
+                    job.taken = True
+                    self.untaken -= 1
+            elif op == "kill_spare":
+                job = self.handed.get(header["spare"])
+                if job is not None:
+                    job.kill_pending = True
+                    if job.pid is not None:
+                        self.kill_pid(job.pid)
             elif op == "run":
                 zygote_sessions.run(self, header["sid"], header["job"], body.decode(), header["timeout"])
             elif op == "kill":
@@ -146,18 +177,22 @@ class Zygote:
         self.sel.register(zs, selectors.EVENT_READ, ("template", None))
 
     def spawn_spare(self):
-        """Order a spare from the template; a cell may be queued on its channel at once."""
-        job = Job(None)
+        """Order a spare from the template and hand its channel and output files to the host,
+        which then talks to it directly: a one-shot cell's path never passes through here."""
+        self.spare_ids += 1
+        job = Job(self.spare_ids)
         job.workdir = self.make_workdir("run")
-        zs, cs = socket.socketpair()
+        host_end, cell_end = socket.socketpair()
         try:
             protocol.send_before(self.template[1], 2.0, {"op": "spare", "workdir": job.workdir},
-                                 fds=[cs.fileno(), job.out, job.err])
+                                 fds=[cell_end.fileno(), job.out, job.err])
+            self.reply({"op": "spare", "spare": job.id}, fds=[host_end.fileno(), job.out, job.err])
         finally:
-            cs.close()
-        self.watch(job, zs)
+            host_end.close(), cell_end.close()
+            job.close_output()
         self.awaiting_pid.append(job)
-        return job
+        self.handed[job.id] = job
+        self.untaken += 1
 
     def on_template(self):
         _pid, sock, reader = self.template
@@ -167,7 +202,7 @@ class Zygote:
                 job = self.awaiting_pid.popleft()
                 job.pid = header["pid"]
                 self.by_pid[job.pid] = job
-                if job.done:  # its result came first
+                if job.kill_pending:
                     self.kill_pid(job.pid)
             elif header.get("op") == "exited":
                 self.ended(header["pid"], header["status"])
@@ -175,27 +210,16 @@ class Zygote:
             self.sel.unregister(sock)
             sock.close()
             self.template = None
-            for job in list(self.spares) + list(self.awaiting_pid):
-                self.unwatch(job)
-                if job in self.spares:
-                    self.spares.remove(job)
-                if job.id is not None:
-                    job.reason = "the process forking cells died"
-                    self.finish(job)
-                else:
-                    job.close_output()
+            for job in self.awaiting_pid:  # never forked; those that were are now ours to reap
+                self.spare_ended(job, None)
             self.awaiting_pid.clear()
             self.start_template()
 
-    def start_job(self, job_id, code, timeout):
-        job = self.spares.popleft() if self.spares else self.spawn_spare()
-        job.id = job_id
-        self.jobs[job_id] = job
-        try:
-            protocol.send_before(job.chan, 2.0, {"op": "cell", "timeout": timeout},
-                                 code.encode("utf-8", "surrogatepass"))
-        except OSError:
-            pass  # the spare died: its reaping reports the job
+    def spare_ended(self, job, status):
+        if self.handed.pop(job.id, None) is not None and not job.taken:
+            self.untaken -= 1
+        self.reply({"op": "exited", "spare": job.id, "status": status})
+        self.remove_workdir(job.workdir)
 
     def watch(self, job, sock):
         sock.setblocking(False)
@@ -212,11 +236,8 @@ class Zygote:
                     os.close(fd)
                 if job.header is None and header.get("op") == "result" and job.id is not None:
                     job.header, job.body = header, body
-                    if job.session is not None:
-                        zygote_sessions.on_result(self, job)
-                        return
-                    self.kill(job.id)  # nothing left for it to do; its files go when it is reaped
-                    self.finish(job)
+                    zygote_sessions.on_result(self, job)
+                    return
         except protocol.BadFrame:
             job.reason = "the cell wrote garbage on its result channel"
             self.kill(job.id)
@@ -248,19 +269,9 @@ class Zygote:
 
     def ended(self, pid, status):
         job = self.by_pid.pop(pid, None)
-        if job is None:
-            return  # a session process, orphaned to us when its successor took over
-        if job.chan is not None:
-            self.on_job(job)  # everything it wrote is already in the socket
-            self.unwatch(job)
-        if job.id is None:  # a spare that died unused
-            if job in self.spares:
-                self.spares.remove(job)
-            job.close_output()
-        else:
-            self.finish(job, status)
-        if job.workdir:
-            shutil.rmtree(job.workdir, ignore_errors=True)
+        if job is not None:
+            self.spare_ended(job, status)
+        # else: a session process, orphaned to us when its successor took over
 
     def finish(self, job, status=None):
         if job.done:
@@ -301,11 +312,11 @@ class Zygote:
     def shutdown(self):
         if self.template is not None:
             self.kill_pid(self.template[0])
-        for job in list(self.jobs.values()) + list(self.spares):
+        for job in list(self.jobs.values()) + list(self.handed.values()):
             if job.pid is not None:
                 self.kill_pid(job.pid)
             if job.workdir:
-                shutil.rmtree(job.workdir, ignore_errors=True)
+                self.remove_workdir(job.workdir)
         for sid in list(self.sessions):
             zygote_sessions.close(self, sid, None)
         os._exit(0)

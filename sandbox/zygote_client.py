@@ -81,7 +81,7 @@ class ZygoteProcess:
                 frame = self._reader.recv()
                 if frame is None:
                     break
-                self._on_frame(frame[0], frame[1])
+                self._on_frame(*frame)
         except Exception:
             pass
         self.alive = False

@@ -8,7 +8,6 @@ leaves the parked state untouched and it forks a new spare.
 """
 import os
 import selectors
-import shutil
 import signal
 import socket
 
@@ -249,6 +248,6 @@ def close(z, sid, reason):
         job.reason = job.reason or reason or "session closed"
         z.finish(job)
     if s.workdir:
-        shutil.rmtree(s.workdir, ignore_errors=True)
+        z.remove_workdir(s.workdir)
     if reason is not None:
         z.reply({"op": "session_lost", "sid": sid, "reason": reason})

@@ -1,0 +1,139 @@
+"""Host side of the one-shot path: the zygote hands over ready children; the host talks to them.
+
+Each spare arrives as (channel, stdout file, stderr file). A run writes its code on the channel
+and reads the result from it: two hops, the zygote is not on the path. The zygote still owns
+the child's life: it kills on request and reports how the child ended, and the host keeps the
+output files so a killed cell's output is not lost.
+"""
+import collections
+import os
+import select
+import socket
+import threading
+import time
+
+from . import cell, protocol
+
+EXIT_WAIT_S = 5.0
+
+
+class Spare:
+    __slots__ = ("id", "sock", "out", "err", "generation")
+
+    def __init__(self, spare_id, fds, generation):
+        self.id, self.generation = spare_id, generation
+        self.sock = socket.socket(fileno=fds[0])
+        self.out, self.err = fds[1], fds[2]
+
+    def close(self):
+        self.sock.close()
+        for fd in (self.out, self.err):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class SparePool:
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._spares = collections.deque()
+        self._exits = collections.OrderedDict()  # spare id -> raw wait status (or None)
+        self.generation = 0
+
+    # -- fed by the zygote reader thread ------------------------------------------------------
+    def add(self, spare_id, fds, generation):
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            return
+        with self._cv:
+            self._spares.append(Spare(spare_id, fds, generation))
+            self._cv.notify_all()
+
+    def exited(self, spare_id, status):
+        with self._cv:
+            self._exits[spare_id] = status
+            while len(self._exits) > 4096:
+                self._exits.popitem(last=False)
+            self._cv.notify_all()
+
+    def reset(self, generation):
+        """The zygote changed: its spares are gone with it."""
+        with self._cv:
+            self.generation = generation
+            while self._spares:
+                self._spares.popleft().close()
+            self._cv.notify_all()
+
+    # -- used by callers ----------------------------------------------------------------------
+    def take(self, alive, wait_s=60.0):
+        end = time.monotonic() + wait_s
+        with self._cv:
+            while True:
+                while self._spares and self._spares[0].generation != self.generation:
+                    self._spares.popleft().close()
+                if self._spares:
+                    return self._spares.popleft()
+                left = end - time.monotonic()
+                if left <= 0 or not alive():
+                    return None
+                self._cv.wait(min(left, 0.5))
+
+    def wait_exit(self, spare_id, alive, wait_s=EXIT_WAIT_S):
+        """How the spare ended (raw wait status), or False if the zygote never said."""
+        end = time.monotonic() + wait_s
+        with self._cv:
+            while spare_id not in self._exits:
+                left = end - time.monotonic()
+                if left <= 0 or not alive():
+                    return False
+                self._cv.wait(min(left, 0.2))
+            return self._exits.pop(spare_id)
+
+
+def run_on(spare, code, timeout, max_frame):
+    """Send the cell and wait for its result until the deadline.
+    Returns (verdict, header, body): verdict is 'result', 'timeout', 'eof' or 'bad'."""
+    deadline = time.monotonic() + timeout
+    try:
+        spare.sock.sendall(protocol.encode({"op": "cell", "timeout": timeout},
+                                           code.encode("utf-8", "surrogatepass")))
+    except OSError:
+        return "eof", None, b""
+    reader = protocol.FrameReader(spare.sock, max_frame)
+    spare.sock.setblocking(False)
+    while True:
+        try:
+            for header, body, fds in reader.frames():
+                for fd in fds:
+                    os.close(fd)
+                if header.get("op") == "result":
+                    return "result", header, body
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout", None, b""
+            if not select.select([spare.sock], [], [], left)[0]:
+                continue
+            if not reader.fill():
+                for header, body, _ in reader.frames():
+                    if header.get("op") == "result":
+                        return "result", header, body
+                return "eof", None, b""
+        except protocol.BadFrame:
+            return "bad", {"reason": "the cell wrote garbage on its result channel"}, b""
+        except protocol.FrameTooLarge:
+            return "bad", {"reason": f"the cell's output exceeded {max_frame} bytes"}, b""
+
+
+def partial_output(spare, limits):
+    return cell.output_only(spare.out, spare.err, limits)
+
+
+def status_fields(status):
+    if isinstance(status, int) and 0 <= status < 1 << 16:
+        if os.WIFSIGNALED(status):
+            return {"signal": os.WTERMSIG(status), "exit": None}
+        if os.WIFEXITED(status):
+            return {"signal": None, "exit": os.WEXITSTATUS(status)}
+    return {"signal": None, "exit": None}
