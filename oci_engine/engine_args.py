@@ -67,6 +67,17 @@ def load_tokenizer(path):
     return Tokenizer.from_pretrained(p)
 
 
+def _ensure_log_handler() -> None:
+    """Start-up facts (pool capacity, load time) reach the user as vLLM's do, unless the
+    application configured logging itself."""
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("oci-engine: %(message)s"))
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+
+
 def _allocate_kv(config, num_blocks: int, block_size: int, dtype, device: str) -> list:
     import torch
 
@@ -134,6 +145,7 @@ def create_engine(args: EngineArgs):
                        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=max_model_len,
                        eos_token_ids=eos, device=device)
     engine.load_seconds = time.perf_counter() - t0
+    _ensure_log_handler()
     logger.info("%s: backend %s, %s, KV cache %d blocks x %d tokens = %d tokens (%.2f GiB), ready in %.2f s",
                 path.name, backend, str(dtype).removeprefix("torch."), num_blocks, args.block_size,
                 num_blocks * args.block_size, num_blocks * args.block_size * per_token / (1 << 30),
