@@ -64,7 +64,7 @@ def plot(rows: list[dict], path: str, title: str) -> str | None:
     ax.set_xticks(xs)
     ax.set_xlabel("refinement round (0 = single turn)")
     ax.set_ylabel("pass@1 (%)")
-    ax.set_ylim(0, max(100.0 if max(ys) > 50 else max(ys) * 1.3 + 1, 1))
+    ax.set_ylim(0, 100.0 if max(ys) > 60 else max(10.0, max(ys) * 1.4))
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
