@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from oci_engine.errors import SandboxError, SessionClosedError, TooManySessionsError
+from oci_engine.errors import SandboxError, TooManySessionsError
 
 from . import spare_pool
 from .policy import Policy

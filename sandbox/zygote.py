@@ -17,8 +17,7 @@ import signal
 import socket
 import sys
 
-from . import cell, child, namespaces, protocol, seccomp_filter, zygote_sessions
-from .job import Job
+from . import cell, namespaces, protocol, seccomp_filter, zygote_sessions, zygote_spares
 from .policy import Policy
 
 PR_SET_DUMPABLE = 4
@@ -110,7 +109,7 @@ class Zygote:
         self.sel.register(wake_r, selectors.EVENT_READ, ("sigchld", None))
         while True:
             while self.untaken < self.pool_size and self.template is not None:
-                self.spawn_spare()
+                zygote_spares.spawn_spare(self)
             for key, _ in self.sel.select():
                 kind, obj = key.data
                 if kind == "host":
@@ -124,7 +123,7 @@ class Zygote:
                 elif kind == "job":
                     self.on_job(obj)
                 elif kind == "template":
-                    self.on_template()
+                    zygote_spares.on_template(self)
                 else:
                     zygote_sessions.on_event(self, kind, obj)
 
@@ -132,6 +131,8 @@ class Zygote:
         self.host.setblocking(True)
         try:
             protocol.send(self.host, header, body, fds)
+        except OSError:
+            self.shutdown()  # the host is gone
         finally:
             self.host.setblocking(False)
 
@@ -162,64 +163,6 @@ class Zygote:
                 self.reply({"op": "pong", "n": header.get("n")})
         if not alive:
             self.shutdown()
-
-    def start_template(self):
-        """Fork the template: a trusted copy of this process that forks the one-shot spares, so
-        the zygote itself never blocks in fork() while a request waits."""
-        zs, ts = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:
-            zs.close()
-            child.template(self, ts.fileno())
-        ts.close()
-        zs.setblocking(False)
-        self.template = (pid, zs, protocol.FrameReader(zs))
-        self.sel.register(zs, selectors.EVENT_READ, ("template", None))
-
-    def spawn_spare(self):
-        """Order a spare from the template and hand its channel and output files to the host,
-        which then talks to it directly: a one-shot cell's path never passes through here."""
-        self.spare_ids += 1
-        job = Job(self.spare_ids)
-        job.workdir = self.make_workdir("run")
-        host_end, cell_end = socket.socketpair()
-        try:
-            protocol.send_before(self.template[1], 2.0, {"op": "spare", "workdir": job.workdir},
-                                 fds=[cell_end.fileno(), job.out, job.err])
-            self.reply({"op": "spare", "spare": job.id}, fds=[host_end.fileno(), job.out, job.err])
-        finally:
-            host_end.close(), cell_end.close()
-            job.close_output()
-        self.awaiting_pid.append(job)
-        self.handed[job.id] = job
-        self.untaken += 1
-
-    def on_template(self):
-        _pid, sock, reader = self.template
-        alive = reader.fill()
-        for header, _, _ in reader.frames():
-            if header.get("op") == "forked" and self.awaiting_pid:
-                job = self.awaiting_pid.popleft()
-                job.pid = header["pid"]
-                self.by_pid[job.pid] = job
-                if job.kill_pending:
-                    self.kill_pid(job.pid)
-            elif header.get("op") == "exited":
-                self.ended(header["pid"], header["status"])
-        if not alive:
-            self.sel.unregister(sock)
-            sock.close()
-            self.template = None
-            for job in self.awaiting_pid:  # never forked; those that were are now ours to reap
-                self.spare_ended(job, None)
-            self.awaiting_pid.clear()
-            self.start_template()
-
-    def spare_ended(self, job, status):
-        if self.handed.pop(job.id, None) is not None and not job.taken:
-            self.untaken -= 1
-        self.reply({"op": "exited", "spare": job.id, "status": status})
-        self.remove_workdir(job.workdir)
 
     def watch(self, job, sock):
         sock.setblocking(False)
@@ -270,7 +213,7 @@ class Zygote:
     def ended(self, pid, status):
         job = self.by_pid.pop(pid, None)
         if job is not None:
-            self.spare_ended(job, status)
+            zygote_spares.spare_ended(self, job, status)
         # else: a session process, orphaned to us when its successor took over
 
     def finish(self, job, status=None):
@@ -338,7 +281,7 @@ def preload(names):
             else:
                 importlib.import_module(name)
                 if name == "numpy":
-                    import numpy.random  # lazy in numpy 2; every child reseeds it
+                    import numpy.random  # noqa: F401  (lazy in numpy 2; every child reseeds it)
             loaded.append(name)
         except Exception:
             pass  # not installed: cells simply cannot import it either
@@ -358,7 +301,7 @@ def main():
     # or a child's first collection writes to (and so copies) every page of the heap.
     gc.collect()
     gc.freeze()
-    z.start_template()
+    zygote_spares.start_template(z)
     report["preloaded"] = loaded
     report["threads"] = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
     z.reply({"op": "ready", "isolation": report})

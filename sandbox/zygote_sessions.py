@@ -6,6 +6,7 @@ the seccomp notification: one grant per spare it asked for, to the parked proces
 A cell that succeeds becomes the new parked state (its predecessor retires); any other outcome
 leaves the parked state untouched and it forks a new spare.
 """
+import collections
 import os
 import selectors
 import signal
@@ -20,12 +21,13 @@ SESSION_CPU_S = 24 * 3600  # the parked state's own budget; each cell sets its o
 
 class Session:
     __slots__ = ("sid", "pgid", "parked", "ctrl", "reader", "listener", "workdir", "job",
-                 "grants", "spare", "spare_pid")
+                 "grants", "spare", "forking")
 
     def __init__(self, sid):
         self.sid, self.pgid, self.parked, self.ctrl, self.reader = sid, None, None, None, None
         self.listener, self.workdir, self.job, self.grants = None, None, None, 0
-        self.spare, self.spare_pid = None, None
+        self.spare = None
+        self.forking = collections.deque()  # spares asked for, in order, whose pid is not known yet
 
 
 def create(z, sid):
@@ -72,6 +74,8 @@ def _prepare_spare(z, s):
     """Ask the parked process for a spare fork; its channel is ours from now on."""
     if s.ctrl is None:
         return False
+    if s.spare is not None:
+        return True
     job = Job(None)
     job.session = s
     zs, cs = socket.socketpair()
@@ -83,7 +87,8 @@ def _prepare_spare(z, s):
         return False
     finally:
         cs.close()
-    s.grants, s.spare, s.spare_pid = 1, job, None
+    s.grants, s.spare = 1, job
+    s.forking.append(job)
     z.watch(job, zs)
     return True
 
@@ -139,12 +144,12 @@ def _on_ctrl(z, s):
         for fd in fds:
             os.close(fd)
         op, pid = header.get("op"), header.get("pid")
-        if op == "forked" and isinstance(pid, int):
-            s.spare_pid = pid
-            if s.job is not None and s.job.pid is None:
-                s.job.pid = pid
-            elif s.spare is not None:
-                s.spare.pid = pid
+        if op == "forked" and isinstance(pid, int) and s.forking:
+            # The parked process forks in the order it was asked: reports pair up in order too.
+            job = s.forking.popleft()
+            job.pid = pid
+            if job.kill_pending:
+                kill_cell(z, job)
         elif op == "exited" and isinstance(pid, int):
             job = s.job
             if job is not None and job.pid == pid:
@@ -205,11 +210,21 @@ def on_cell_eof(z, job):
 def kill_cell(z, job):
     s = job.session
     pid = job.pid
+    if pid is None and job in s.forking:
+        job.kill_pending = True  # its pid is on the way: kill it when it arrives
+        s.job = None
+        z.unwatch(job)
+        job.reason = job.reason or "killed"
+        z.finish(job, 9)
+        return
+    if job.kill_pending:
+        if pid is not None and _parent_of(pid) == s.parked:
+            _kill(pid)
+        if s.job is None:
+            _prepare_spare(z, s)
+        return
     if pid is not None and pid != s.parked and _parent_of(pid) == s.parked:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+        _kill(pid)
         s.job = None
         z.unwatch(job)
         job.reason = job.reason or "killed"
@@ -218,6 +233,13 @@ def kill_cell(z, job):
     else:
         # Cannot tell which process runs the cell: the whole session goes.
         close(z, s.sid, "session lost: its cell could not be stopped alone")
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def _parent_of(pid):

@@ -1,8 +1,6 @@
 """The cell sees the interpreter, its libraries and a private work directory; nothing else."""
 import os
 
-import pytest
-
 
 def test_host_secret_file_is_invisible(sb, guard):
     r = sb.run(f"open({guard.secret_path!r}).read()")

@@ -1,5 +1,4 @@
 """The wall clock is the host's: nothing a cell does with signals, threads or C calls outlives it."""
-import pytest
 
 GRACE_S = 3.0  # fork, kill and reap on a loaded 2-core machine
 
