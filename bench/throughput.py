@@ -1,7 +1,9 @@
-"""`python -m bench throughput [--batch 1,16,32] [--tokens 128] [--threads N] [--backends cpu,torch] [--no-peer]`
+"""`python -m bench throughput [--batch 1,16,32] [--tokens 128] [--threads N] [--backends cpu,torch] [--no-peer]
+[--cache-overhead]`
 
 Aggregate generation throughput (output tokens per second over the whole batch, prefill included)
-of oci-engine's continuous batching with N concurrent requests, against one request alone and
+of oci-engine's continuous batching with N concurrent requests (prefix cache off unless
+--cache-overhead adds cold-cache rows), against one request alone and
 against Hugging Face transformers' batched `generate` (fp32, left-padded, greedy) on the same
 prompts. Every request produces exactly --tokens tokens (EOS suppressed). Medians over --repeats.
 """
@@ -27,10 +29,10 @@ def prompts_for(n: int) -> list[str]:
     return [PROMPTS[i % len(PROMPTS)] + ("" if i < len(PROMPTS) else f"  # variant {i}") for i in range(n)]
 
 
-def ours(model: str, backend: str, batch: int, tokens: int, repeats: int) -> float:
+def ours(model: str, backend: str, batch: int, tokens: int, repeats: int, cache: bool = False) -> float:
     from oci_engine import LLM, SamplingParams
 
-    llm = LLM(model, backend=backend, max_num_seqs=max(64, batch), enable_prefix_caching=False)
+    llm = LLM(model, backend=backend, max_num_seqs=max(64, batch), enable_prefix_caching=cache)
     sp = SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
     llm.generate(prompts_for(2), SamplingParams(temperature=0.0, max_tokens=4), use_tqdm=False)  # warm-up
     rates = []
@@ -39,6 +41,7 @@ def ours(model: str, backend: str, batch: int, tokens: int, repeats: int) -> flo
         outs = llm.generate(prompts_for(batch), sp, use_tqdm=False)
         dt = time.perf_counter() - t
         rates.append(sum(len(o.token_ids) for o in outs) / dt)
+        llm.engine.reset_prefix_cache()  # every repeat starts cold: a 0% hit rate
     return statistics.median(rates)
 
 
@@ -78,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--backends", default="cpu,torch")
     ap.add_argument("--no-peer", action="store_true", help="skip transformers")
+    ap.add_argument("--cache-overhead", action="store_true",
+                    help="also run with the prefix cache on (distinct prompts, cold cache: its pure cost)")
     args = ap.parse_args(argv)
     import torch
 
@@ -87,6 +92,9 @@ def main(argv=None) -> int:
     for backend in args.backends.split(","):
         for b in sizes:
             rows.append((f"oci-engine ({backend})", b, ours(args.model, backend, b, args.tokens, args.repeats)))
+            if args.cache_overhead:
+                rows.append((f"oci-engine ({backend}, cache on)", b,
+                             ours(args.model, backend, b, args.tokens, args.repeats, cache=True)))
     if not args.no_peer:
         for b in sizes:
             if b > 1:
