@@ -64,7 +64,9 @@ class Sandbox:
     def _start(self):
         self._generation += 1
         self._pool.reset(self._generation)
-        self._zygote = ZygoteProcess(self.policy, self._on_frame, self._on_death, self.workers)
+        gen = self._generation  # frames a dead zygote's reader still delivers must not count
+        self._zygote = ZygoteProcess(self.policy, lambda h, b, f=(): self._on_frame(h, b, f, gen),
+                                     self._on_death, self.workers)
         missing = [k for k in ("user", "mount", "net", "pid", "ipc") if self.isolation.get(k) is not True]
         if missing:
             msg = ("SANDBOX ISOLATION REDUCED: namespaces not applied: "
@@ -84,10 +86,10 @@ class Sandbox:
                 self._start()
             return self._zygote
 
-    def _on_frame(self, header, body, fds=()):
+    def _on_frame(self, header, body, fds, generation):
         op = header.get("op")
         if op == "spare":
-            self._pool.add(header["spare"], fds, self._generation)
+            self._pool.add(header["spare"], fds, generation)
         elif op == "exited":
             self._pool.exited(header["spare"], header.get("status"))
         elif op == "done":
