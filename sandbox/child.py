@@ -148,7 +148,7 @@ def park(z, chan, namespace):
         for header, _body, fds in reader.frames():
             if header["op"] == "retire":
                 os._exit(0)
-            if header["op"] != "spare" or len(fds) != 3:
+            if header["op"] != "spare" or len(fds) != 4:
                 for fd in fds:
                     os.close(fd)
                 continue
@@ -163,26 +163,29 @@ def park(z, chan, namespace):
 
 def session_spare(z, fds, namespace):
     """A copy of the parked state, waiting for its cell. Success makes it the parked state."""
-    chan = None
+    chan = data = None
     try:
-        take_fds(*fds)  # replaces the parked state's channel and capture in this copy
+        take_fds(*fds[:3])  # replaces the parked state's channel and capture in this copy
+        data = socket.socket(fileno=fcntl.fcntl(fds[3], fcntl.F_DUPFD, ERR_FD + 1))
         for fd in fds:
             if fd > ERR_FD:
                 os.close(fd)
         chan = socket.socket(fileno=CHANNEL_FD)
         capture = cell.Capture(OUT_FD, ERR_FD)
         cell.prepare(namespace)
-        frame = protocol.FrameReader(chan).recv()
+        frame = protocol.FrameReader(data).recv()  # the host sends the code straight here
         if frame is None or frame[0].get("op") != "cell":
             os._exit(0)
         limits_mod.set_cpu_limit(z.policy.limits, frame[0]["timeout"])
         error = cell.run(frame[1].decode("utf-8", "replace"), namespace)
         body = cell.finish(capture, z.policy.limits, error)
-        protocol.send(chan, {"op": "result", "ok": error is None}, body)
+        protocol.send(data, {"op": "result", "ok": error is None}, body)
+        protocol.send(chan, {"op": "result", "ok": error is None})
+        data.close()
         if error is None:
             park(z, chan, namespace)  # this process is now the session's last good state
     except BaseException as e:
-        _report_setup_failure(chan, e)
+        _report_setup_failure(data, e)
     finally:
         os._exit(0)
 

@@ -6,6 +6,7 @@ caps how many are alive.
 """
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
@@ -105,9 +106,23 @@ class Sandbox:
         elif op == "session_lost":
             s = self._sessions.get(header.get("sid"))
             if s is not None:
-                s.lost = True
+                s._mark_lost()
+        elif op == "session_spare":
+            s = self._sessions.get(header.get("sid"))
+            spare = spare_pool.Spare(header["spare"], fds, generation) if len(fds) == 3 else None
+            if s is None or spare is None:
+                for fd in fds:
+                    os.close(fd)
+            else:
+                s._give_spare(spare)
+        elif op == "session_exited":
+            s = self._sessions.get(header.get("sid"))
+            if s is not None:
+                s._exited(header["spare"], header.get("status"))
 
     def _on_death(self, zygote):
+        for s in list(self._sessions.values()):
+            s._mark_lost()
         for key, p in list(self._pending.items()):
             if not p.event.is_set():
                 p.header = {"op": "done", "reason": "the sandbox helper process died; it restarts "
@@ -138,47 +153,43 @@ class Sandbox:
             with self._slots:
                 return self._one_shot(code, timeout)
         with self._slots:
-            for attempt in (0, 1):
-                z = self._zygote_alive()
-                if session is not None and session.generation != self._generation:
-                    self._reopen_session(session)
-                job = next(self._ids)
-                p = self._pending[job] = _Pending()
-                t0 = time.perf_counter()
+            return self._session_cell(session, code, timeout)
+
+    def _session_cell(self, session, code, timeout):
+        z = self._zygote_alive()
+        if session.generation != self._generation or session.lost:
+            self._reopen_session(session)
+        alive = lambda: z.alive
+        spare = session._take_spare(alive)
+        if spare is None:
+            session.lost = True
+            return Result(error=CellError("SessionLost", "the session's state is gone (its process "
+                                          "died); the next run starts a fresh session"))
+        try:
+            z.send({"op": "session_started", "sid": session.sid, "spare": spare.id})
+        except OSError:
+            pass
+        t0 = time.perf_counter()
+        try:
+            verdict, header, body = spare_pool.run_on(spare, code, timeout, self.policy.limits.result_bytes)
+            duration = time.perf_counter() - t0
+            if verdict == "result":
+                return from_done({"ok": header.get("ok")}, body, False, duration, timeout)
+            if verdict in ("timeout", "bad"):
                 try:
-                    z.send({"op": "run", "job": job, "timeout": timeout,
-                            "sid": None if session is None else session.sid},
-                           code.encode("utf-8", "surrogatepass"))
-                    break
+                    z.send({"op": "session_kill", "sid": session.sid, "spare": spare.id})
                 except OSError:
-                    del self._pending[job]
-                    z.alive = False
-                    if attempt or session is not None:
-                        return Result(error=CellError("SandboxError", "the sandbox helper could not be reached"))
-            try:
-                timed_out = False
-                if not p.event.wait(timeout):
-                    try:
-                        z.send({"op": "kill", "job": job})
-                    except OSError:
-                        pass
-                    if not p.event.wait(KILL_GRACE_S):
-                        self._restart(z)  # a zygote that cannot kill is not trusted with more
-                        p.event.wait(KILL_GRACE_S)
-                    timed_out = p.header is not None and (p.header.get("signal") == 9
-                                                         or p.header.get("reason") == "killed")
-                duration = time.perf_counter() - t0
-            finally:
-                self._pending.pop(job, None)
-        header = p.header or {"reason": "the sandbox helper did not answer"}
-        if timed_out:
-            header = dict(header, reason=None)
-        if session is not None:
-            if header.get("session_reason"):
-                header = dict(header, reason=header["session_reason"])
-            if header.get("reason", "") and header["reason"].startswith("session"):
+                    pass
+            status = session._wait_exit(spare.id, alive, KILL_GRACE_S)
+            if status is False and (session.lost or not z.alive):
                 session.lost = True
-        return from_done(header, p.body, timed_out, duration, timeout)
+                return Result(error=CellError("SessionLost", "the session's state is gone (its process "
+                              "died); the next run starts a fresh session"), duration_s=duration)
+            header = dict(header or {}, partial=True, **spare_pool.status_fields(status))
+            body = spare_pool.partial_output(spare, self.policy.limits)
+            return from_done(header, body, verdict == "timeout", time.perf_counter() - t0, timeout)
+        finally:
+            spare.close()
 
     def _one_shot(self, code, timeout):
         z = self._zygote_alive()
@@ -238,6 +249,8 @@ class Sandbox:
     def _create_remote(self, s):
         z = self._zygote_alive()
         s.sid = f"s{next(self._ids)}"
+        s._drop_spare()
+        self._sessions[s.sid] = s  # before the zygote answers: its first spare follows at once
         key = ("session", s.sid)
         p = self._pending[key] = _Pending()
         try:
@@ -246,9 +259,9 @@ class Sandbox:
         finally:
             self._pending.pop(key, None)
         if not ok or p.header.get("op") != "session_ready":
+            self._sessions.pop(s.sid, None)
             reason = (p.header or {}).get("reason", "no answer from the sandbox helper")
             raise SandboxError(f"could not start a sandbox session: {reason}")
-        self._sessions[s.sid] = s
         s.generation, s.lost = self._generation, False
 
     def _reopen_session(self, s):
@@ -262,6 +275,7 @@ class Sandbox:
 
     def _close_remote(self, s):
         self._sessions.pop(s.sid, None)
+        s._drop_spare()
         z = self._zygote
         if s.generation == self._generation and z is not None and z.alive:
             try:

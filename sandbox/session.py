@@ -7,6 +7,8 @@ import time
 
 from oci_engine.errors import SessionClosedError
 
+from .result import CellError, Result
+
 
 class Session:
     def __init__(self, sandbox):
@@ -18,7 +20,52 @@ class Session:
         self.closed = False
         self.last_used = time.monotonic()
         self.closed_reason = None
+        # The next cell's process, handed over by the zygote; how cells without a result ended.
+        self._cv = threading.Condition()
+        self._spare = None
+        self._exits = {}
         self._sb._open_session(self)
+
+    def _give_spare(self, spare):
+        with self._cv:
+            if self._spare is not None:
+                self._spare.close()
+            self._spare = spare
+            self._cv.notify_all()
+
+    def _exited(self, spare_id, status):
+        with self._cv:
+            self._exits[spare_id] = status
+            if len(self._exits) > 64:
+                self._exits.pop(next(iter(self._exits)))
+            self._cv.notify_all()
+
+    def _mark_lost(self):
+        with self._cv:
+            self.lost = True
+            self._cv.notify_all()
+
+    def _take_spare(self, alive, wait_s=60.0):
+        end = time.monotonic() + wait_s
+        with self._cv:
+            while self._spare is None and not self.lost and alive() and time.monotonic() < end:
+                self._cv.wait(0.2)
+            spare, self._spare = self._spare, None
+            return spare
+
+    def _wait_exit(self, spare_id, alive, wait_s=5.0):
+        end = time.monotonic() + wait_s
+        with self._cv:
+            while spare_id not in self._exits and not self.lost and alive() and time.monotonic() < end:
+                self._cv.wait(0.2)
+            return self._exits.pop(spare_id, False)
+
+    def _drop_spare(self):
+        with self._cv:
+            if self._spare is not None:
+                self._spare.close()
+                self._spare = None
+            self._exits.clear()
 
     def run(self, code, timeout=None):
         """Run a cell on this session's state. A cell that fails (exception, timeout, crash)
@@ -31,6 +78,10 @@ class Session:
             self.last_used = time.monotonic()
             if self.lost or self.generation != self._sb._generation:
                 self._sb._reopen_session(self)
+                return Result(error=CellError(
+                    "SessionLost", "the session's state was lost (its process or the sandbox helper "
+                    "died) and it restarted empty; this cell was not run: re-run the definitions it "
+                    "needs, then this cell"))
             try:
                 return self._sb._execute(code, timeout, session=self)
             finally:

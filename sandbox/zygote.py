@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 
-from . import cell, namespaces, protocol, seccomp_filter, zygote_sessions, zygote_spares
+from . import namespaces, protocol, seccomp_filter, zygote_sessions, zygote_spares
 from .policy import Policy
 
 PR_SET_DUMPABLE = 4
@@ -30,7 +30,7 @@ class Zygote:
         self.oneshot_filter = seccomp_filter.LoadedFilter(seccomp_filter.build(policy))
         self.session_filter = seccomp_filter.LoadedFilter(seccomp_filter.build(policy, session=True))
         self.sel = selectors.DefaultSelector()
-        self.jobs, self.by_pid, self.sessions = {}, {}, {}
+        self.by_pid, self.sessions = {}, {}
         self.handed = {}  # spare id -> Job: one-shot children whose channel the host holds
         self.untaken = 0  # handed but not yet used for a cell: kept at pool_size
         self.spare_ids = 0
@@ -151,10 +151,10 @@ class Zygote:
                     job.kill_pending = True
                     if job.pid is not None:
                         self.kill_pid(job.pid)
-            elif op == "run":
-                zygote_sessions.run(self, header["sid"], header["job"], body.decode(), header["timeout"])
-            elif op == "kill":
-                self.kill(header["job"])
+            elif op == "session_started":
+                zygote_sessions.started(self, header["sid"], header["spare"])
+            elif op == "session_kill":
+                zygote_sessions.kill(self, header["sid"], header["spare"])
             elif op == "session_new":
                 zygote_sessions.create(self, header["sid"])
             elif op == "session_close":
@@ -177,17 +177,12 @@ class Zygote:
             for header, body, fds in job.reader.frames():
                 for fd in fds:
                     os.close(fd)
-                if job.header is None and header.get("op") == "result" and job.id is not None:
+                if job.header is None and header.get("op") == "result":
                     job.header, job.body = header, body
                     zygote_sessions.on_result(self, job)
                     return
-        except protocol.BadFrame:
-            job.reason = "the cell wrote garbage on its result channel"
-            self.kill(job.id)
-            alive = False
-        except protocol.FrameTooLarge:
-            job.reason = f"the cell's output exceeded {self.policy.limits.result_bytes} bytes"
-            self.kill(job.id)
+        except protocol.FrameTooLarge:  # a control channel carries only tiny frames
+            zygote_sessions.kill(self, job.session.sid, job.id)
             alive = False
         if not alive:
             self.unwatch(job)
@@ -216,34 +211,6 @@ class Zygote:
             zygote_spares.spare_ended(self, job, status)
         # else: a session process, orphaned to us when its successor took over
 
-    def finish(self, job, status=None):
-        if job.done:
-            return
-        job.done = True
-        self.jobs.pop(job.id, None)
-        header = {"op": "done", "job": job.id, "ok": None if job.header is None else job.header.get("ok"),
-                  "exit": None, "signal": None, "reason": job.reason}
-        if job.header is None and job.out is not None:
-            job.body = cell.output_only(job.out, job.err, self.policy.limits)
-            header["partial"] = True
-        job.close_output()
-        if isinstance(status, int) and 0 <= status < 1 << 16:  # a session's report is untrusted
-            if os.WIFSIGNALED(status):
-                header["signal"] = os.WTERMSIG(status)
-            elif os.WIFEXITED(status):
-                header["exit"] = os.WEXITSTATUS(status)
-        self.reply(header, job.body)
-
-    def kill(self, job_id):
-        job = self.jobs.get(job_id)
-        if job is None:
-            return
-        if job.session is not None:
-            zygote_sessions.kill_cell(self, job)
-            return
-        if job.pid is not None:
-            self.kill_pid(job.pid)
-
     @staticmethod
     def kill_pid(pid):
         for fn in (os.killpg, os.kill):
@@ -255,7 +222,7 @@ class Zygote:
     def shutdown(self):
         if self.template is not None:
             self.kill_pid(self.template[0])
-        for job in list(self.jobs.values()) + list(self.handed.values()):
+        for job in list(self.handed.values()):
             if job.pid is not None:
                 self.kill_pid(job.pid)
             if job.workdir:

@@ -1,10 +1,12 @@
 """Sessions inside the zygote: a parked process per session holds its last good state.
 
-The parked process keeps one spare fork of itself ready; a cell runs in that spare. That fork is
-the only process creation a session's filter lets through, and only because the zygote answers
-the seccomp notification: one grant per spare it asked for, to the parked process's main thread.
-A cell that succeeds becomes the new parked state (its predecessor retires); any other outcome
-leaves the parked state untouched and it forks a new spare.
+The parked process keeps one spare fork of itself ready. The host gets the spare's data channel
+and output files and runs the cell on it directly; the zygote keeps the spare's control channel,
+on which the spare says only whether its cell succeeded. That fork is the only process creation
+a session's filter lets through, and only because the zygote answers the seccomp notification:
+one grant per spare it asked for, to the parked process's main thread. A cell that succeeds
+becomes the new parked state (its predecessor retires); any other outcome leaves the parked
+state untouched and it forks a new spare.
 """
 import collections
 import os
@@ -26,7 +28,7 @@ class Session:
     def __init__(self, sid):
         self.sid, self.pgid, self.parked, self.ctrl, self.reader = sid, None, None, None, None
         self.listener, self.workdir, self.job, self.grants = None, None, None, 0
-        self.spare = None
+        self.spare = None  # handed to the host, cell not started
         self.forking = collections.deque()  # spares asked for, in order, whose pid is not known yet
 
 
@@ -53,8 +55,8 @@ def create(z, sid):
     s.listener = frame[2][0]
     z.sel.register(s.listener, selectors.EVENT_READ, ("notif", s))
     _set_ctrl(z, s, zs)
-    _prepare_spare(z, s)
     z.reply({"op": "session_ready", "sid": sid})
+    _prepare_spare(z, s)
 
 
 def _set_ctrl(z, s, sock):
@@ -71,51 +73,36 @@ def _drop_ctrl(z, s):
 
 
 def _prepare_spare(z, s):
-    """Ask the parked process for a spare fork; its channel is ours from now on."""
-    if s.ctrl is None:
-        return False
-    if s.spare is not None:
-        return True
-    job = Job(None)
+    """Ask the parked process for a spare fork and hand its data channel to the host."""
+    if s.ctrl is None or s.spare is not None or s.job is not None:
+        return
+    z.spare_ids += 1
+    job = Job(z.spare_ids)
     job.session = s
-    zs, cs = socket.socketpair()
+    ctrl_z, ctrl_c = socket.socketpair()
+    data_h, data_c = socket.socketpair()
     try:
-        protocol.send_before(s.ctrl, SEND_DEADLINE_S, {"op": "spare"}, fds=[cs.fileno(), job.out, job.err])
+        protocol.send_before(s.ctrl, SEND_DEADLINE_S, {"op": "spare"},
+                             fds=[ctrl_c.fileno(), job.out, job.err, data_c.fileno()])
+        z.reply({"op": "session_spare", "sid": s.sid, "spare": job.id},
+                fds=[data_h.fileno(), job.out, job.err])
     except OSError:
-        zs.close()
-        job.close_output()
-        return False
+        ctrl_z.close()
+        close(z, s.sid, "session lost: its process does not answer")
+        return
     finally:
-        cs.close()
+        ctrl_c.close(), data_h.close(), data_c.close()
+        job.close_output()
     s.grants, s.spare = 1, job
     s.forking.append(job)
-    z.watch(job, zs)
-    return True
+    z.watch(job, ctrl_z)
 
 
-def run(z, sid, job_id, code, timeout):
+def started(z, sid, spare_id):
+    """The host sent a cell to this spare."""
     s = z.sessions.get(sid)
-    if s is None or s.ctrl is None or s.job is not None:
-        job = Job(job_id)
-        job.close_output()
-        job.reason = "session lost" if s is None or s.ctrl is None else "session busy"
-        z.finish(job)
-        return
-    if s.spare is None and not _prepare_spare(z, s):
-        job = Job(job_id)
-        job.reason = "session lost: its process does not answer"
-        z.finish(job)
-        close(z, sid, None)
-        return
-    job, s.spare = s.spare, None
-    job.id = job_id
-    s.job = job
-    z.jobs[job_id] = job
-    try:
-        protocol.send_before(job.chan, SEND_DEADLINE_S, {"op": "cell", "timeout": timeout},
-                             code.encode("utf-8", "surrogatepass"))
-    except OSError:
-        pass  # the spare died: the parked process reports how
+    if s is not None and s.spare is not None and s.spare.id == spare_id:
+        s.job, s.spare = s.spare, None
 
 
 def on_event(z, kind, s):
@@ -149,32 +136,36 @@ def _on_ctrl(z, s):
             job = s.forking.popleft()
             job.pid = pid
             if job.kill_pending:
-                kill_cell(z, job)
+                _kill_verified(s, job)
         elif op == "exited" and isinstance(pid, int):
-            job = s.job
-            if job is not None and job.pid == pid:
-                if job.chan is not None:
-                    z.on_job(job)
-                if s.job is job and job.header is None:  # died without a result
-                    s.job = None
-                    z.unwatch(job)
-                    z.finish(job, header.get("status"))
-                    _prepare_spare(z, s)
-            elif s.spare is not None and s.spare.pid == pid:  # an unused spare died
-                _discard_spare(z, s)
+            for job in (s.job, s.spare):
+                if job is not None and job.pid == pid and job.chan is not None:
+                    z.on_job(job)  # a result already in its channel decides first
+                if job is not None and job.pid == pid and not job.done:
+                    _ended(z, s, job, header.get("status"))
     if not alive and s.ctrl is not None:
         close(z, s.sid, "session lost: its process died")
 
 
-def _discard_spare(z, s):
-    if s.spare is not None:
-        z.unwatch(s.spare)
-        s.spare.close_output()
+def _ended(z, s, job, status):
+    """The cell (or unused spare) died without a result: tell the host how, fork a new spare."""
+    job.done = True
+    z.unwatch(job)
+    if s.job is job:
+        s.job = None
+    if s.spare is job:
         s.spare = None
+    z.reply({"op": "session_exited", "sid": s.sid, "spare": job.id,
+             "status": status if isinstance(status, int) else None})
+    _prepare_spare(z, s)
 
 
 def on_result(z, job):
+    """The cell's verdict on the control channel (its output went to the host directly)."""
     s = job.session
+    job.done = True
+    if s.spare is job:  # the host's 'started' may still be behind in our queue
+        s.spare = None
     s.job = None
     if job.header.get("ok"):
         # The cell is the new last good state; its channel becomes the session's control channel.
@@ -195,51 +186,36 @@ def on_result(z, job):
         z.sel.register(chan, selectors.EVENT_READ, ("ctrl", s))
     else:
         z.unwatch(job)
-    z.finish(job)
     _prepare_spare(z, s)
 
 
 def on_cell_eof(z, job):
-    """A channel closed. A used cell's status comes from the parked process's 'exited' report."""
-    s = job.session
-    if job.id is None and s.spare is job:
-        job.close_output()
-        s.spare = None
+    """A control channel closed: how the process ended comes from the parked process."""
 
 
-def kill_cell(z, job):
-    s = job.session
-    pid = job.pid
-    if pid is None and job in s.forking:
-        job.kill_pending = True  # its pid is on the way: kill it when it arrives
-        s.job = None
-        z.unwatch(job)
-        job.reason = job.reason or "killed"
-        z.finish(job, 9)
+def kill(z, sid, spare_id):
+    s = z.sessions.get(sid)
+    if s is None:
         return
-    if job.kill_pending:
-        if pid is not None and _parent_of(pid) == s.parked:
-            _kill(pid)
-        if s.job is None:
-            _prepare_spare(z, s)
+    job = next((j for j in (s.job, s.spare) if j is not None and j.id == spare_id), None)
+    if job is None or job.done:
         return
-    if pid is not None and pid != s.parked and _parent_of(pid) == s.parked:
-        _kill(pid)
-        s.job = None
-        z.unwatch(job)
-        job.reason = job.reason or "killed"
-        z.finish(job, 9)  # raw wait status of SIGKILL
-        _prepare_spare(z, s)
-    else:
-        # Cannot tell which process runs the cell: the whole session goes.
+    if job.pid is None:
+        job.kill_pending = True  # its pid is on the way: killed when it arrives
+        return
+    if not _kill_verified(s, job):
         close(z, s.sid, "session lost: its cell could not be stopped alone")
 
 
-def _kill(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
+def _kill_verified(s, job):
+    pid = job.pid
+    if pid is not None and pid != s.parked and _parent_of(pid) == s.parked:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        return True
+    return False
 
 
 def _parent_of(pid):
@@ -259,16 +235,14 @@ def close(z, sid, reason):
     except OSError:
         pass
     _drop_ctrl(z, s)
-    _discard_spare(z, s)
+    for job in (s.spare, s.job, *s.forking):
+        if job is not None:
+            z.unwatch(job)
+    s.spare = s.job = None
     if s.listener is not None:
         z.sel.unregister(s.listener)
         os.close(s.listener)
         s.listener = None
-    if s.job is not None:
-        job, s.job = s.job, None
-        z.unwatch(job)
-        job.reason = job.reason or reason or "session closed"
-        z.finish(job)
     if s.workdir:
         z.remove_workdir(s.workdir)
     if reason is not None:
