@@ -208,17 +208,18 @@ void write_kv(uintptr_t k, size_t k_stride, uintptr_t v, size_t v_stride, uintpt
 }
 
 void attention(uintptr_t q, uintptr_t kc, uintptr_t vc, bool bf16_cache, uintptr_t block_tables, size_t bt_stride,
-               const std::vector<int>& query_start_loc, const std::vector<int>& seq_lens, int nh, int nkv, int d,
+               const std::vector<int>& q_starts, const std::vector<int>& q_ends, const std::vector<int>& seq_lens,
+               int nh, int nkv, int d,
                int block_size, float scale, uintptr_t out) {
     const KernelTable& t = T();
     AttnArgs base{ptr<const float>(q), ptr<const void>(kc), ptr<const void>(vc), bf16_cache, nullptr, block_size,
                   nh, nkv, d, scale, ptr<float>(out)};
     struct Item { int seq, t0, t1, pos0, g; };
     std::vector<Item> items;
-    constexpr int TILE = 32;  // query tokens sharing one pass over the K/V blocks
+    constexpr int TILE = 64;  // query tokens sharing one pass over the K/V blocks
     double work = 0;
     for (size_t i = 0; i < seq_lens.size(); ++i) {
-        const int q0 = query_start_loc[i], q1 = query_start_loc[i + 1], first_pos = seq_lens[i] - (q1 - q0);
+        const int q0 = q_starts[i], q1 = q_ends[i], first_pos = seq_lens[i] - (q1 - q0);
         for (int t0 = q0; t0 < q1; t0 += TILE)
             for (int g = 0; g < nkv; ++g) items.push_back({(int)i, t0, std::min(q1, t0 + TILE), first_pos + (t0 - q0), g});
         work += (double)(q1 - q0) * seq_lens[i] * nh * d;

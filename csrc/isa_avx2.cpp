@@ -17,6 +17,7 @@ namespace avx2 {
 static inline __m256i dot_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
+#define OCI_AVX2 1
 #include "portable_kernels.h"
 #include "qgemm_simd.h"
 }  // namespace avx2

@@ -18,6 +18,7 @@
 
 namespace oci {
 namespace avx512bf16 {
+#define OCI_AVX512 1
 #include "portable_kernels.h"
 
 static void to_bf16(const float* x, uint16_t* out, int n) {

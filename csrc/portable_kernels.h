@@ -23,6 +23,53 @@ static inline float fast_exp(float x) {
     return p * scale;
 }
 
+// exp over an array: explicit SIMD where the including file defines OCI_AVX512 / OCI_AVX2 (the
+// compiler does not vectorize fast_exp's float->int steps), fast_exp for the tail and on scalar.
+#if defined(OCI_AVX512)
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+#elif defined(OCI_AVX2)
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+static void exp_inplace(float* v, int n) {
+    int i = 0;
+#if defined(OCI_AVX512)
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(v + i, exp16(_mm512_loadu_ps(v + i)));
+#elif defined(OCI_AVX2)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(v + i, exp8(_mm256_loadu_ps(v + i)));
+#endif
+    for (; i < n; ++i) v[i] = fast_exp(v[i]);
+}
+
 static void quantize_q8a(const float* x, int K, block_q8a* out) {
     const int nb = (K + QK - 1) / QK;
     for (int b = 0; b < nb; ++b) {
@@ -195,10 +242,14 @@ static void rotary_gptj(const float* src, float* dst, int nheads, int d, const f
 }
 
 static void silu_mul(const float* gu, float* out, int I) {
+    constexpr int C = 256;
+    float e[C];
+    for (int c = 0; c < I; c += C) {
+        const int n = std::min(C, I - c);
+        for (int i = 0; i < n; ++i) e[i] = -gu[c + i];
+        exp_inplace(e, n);
 #pragma omp simd
-    for (int i = 0; i < I; ++i) {
-        const float g = gu[i];
-        out[i] = g / (1.0f + fast_exp(-g)) * gu[I + i];
+        for (int i = 0; i < n; ++i) out[c + i] = gu[c + i] / (1.0f + e[i]) * gu[I + c + i];
     }
 }
 
@@ -206,27 +257,28 @@ static void silu_mul(const float* gu, float* out, int I) {
 // fp32 once and shared by every query row of the GQA group and of the query tile ----
 static void attention(const AttnArgs& a, int t0, int t1, int pos0, int g) {
     const int d = a.d, group = a.nh / a.nkv, nq = t1 - t0, R = nq * group, bs = a.block_size;
+    const int bsp = (bs + 15) / 16 * 16;  // K^T rows padded to whole 16-key vectors
     std::vector<float> acc((size_t)R * d, 0.0f), mx(R, -std::numeric_limits<float>::infinity()), l(R, 0.0f);
-    std::vector<float> kb((size_t)bs * d), vb((size_t)bs * d), s(bs);
+    std::vector<float> kb((size_t)bsp * d, 0.0f), vb((size_t)bs * d), s(bsp);
     const int last = pos0 + nq - 1;
     const size_t tok_stride = (size_t)a.nkv * d;
     for (int b = 0; b <= last / bs; ++b) {
         const int jn = std::min(bs, last + 1 - b * bs);
         const size_t base = ((size_t)a.block_table[b] * bs) * tok_stride + (size_t)g * d;
+        // K stored transposed (kb[i * bsp + j]): the scores of 16 keys are one vector FMA per dim
         if (a.cache_bf16) {
             const uint16_t* kc = (const uint16_t*)a.k_cache + base;
             const uint16_t* vc = (const uint16_t*)a.v_cache + base;
             for (int j = 0; j < jn; ++j)
-#pragma omp simd
                 for (int i = 0; i < d; ++i) {
-                    kb[(size_t)j * d + i] = bf16_to_fp32(kc[j * tok_stride + i]);
+                    kb[(size_t)i * bsp + j] = bf16_to_fp32(kc[j * tok_stride + i]);
                     vb[(size_t)j * d + i] = bf16_to_fp32(vc[j * tok_stride + i]);
                 }
         } else {
             const float* kc = (const float*)a.k_cache + base;
             const float* vc = (const float*)a.v_cache + base;
             for (int j = 0; j < jn; ++j) {
-                std::memcpy(&kb[(size_t)j * d], kc + j * tok_stride, d * sizeof(float));
+                for (int i = 0; i < d; ++i) kb[(size_t)i * bsp + j] = kc[j * tok_stride + i];
                 std::memcpy(&vb[(size_t)j * d], vc + j * tok_stride, d * sizeof(float));
             }
         }
@@ -235,31 +287,46 @@ static void attention(const AttnArgs& a, int t0, int t1, int pos0, int g) {
             const int valid = std::min(jn, pos0 + t + 1 - b * bs);  // causal: keys up to own position
             if (valid <= 0) continue;
             const float* q = a.q + ((size_t)(t0 + t) * a.nh + h) * d;
+            for (int j0 = 0; j0 < valid; j0 += 16) {
+                float sc[16] = {};
+                for (int i = 0; i < d; ++i) {
+                    const float qi = q[i] * a.scale;
+                    const float* kt = &kb[(size_t)i * bsp + j0];
+#pragma omp simd
+                    for (int jj = 0; jj < 16; ++jj) sc[jj] += qi * kt[jj];
+                }
+                for (int jj = 0; jj < 16; ++jj) s[j0 + jj] = sc[jj];
+            }
             float m = mx[r];
-            for (int j = 0; j < valid; ++j) {
-                const float* k = &kb[(size_t)j * d];
-                float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-                for (int i = 0; i < d; ++i) dot += q[i] * k[i];
-                s[j] = dot * a.scale;
-                m = std::max(m, s[j]);
-            }
-            const float alpha = fast_exp(mx[r] - m);  // exp(-inf) -> 0 on the first block
+            for (int j = 0; j < valid; ++j) m = std::max(m, s[j]);
+            const float alpha = fast_exp(mx[r] - m);  // ~0 on the first block (mx = -inf)
+            for (int j = 0; j < valid; ++j) s[j] -= m;
+            exp_inplace(s.data(), valid);
             float psum = 0.0f;
-            for (int j = 0; j < valid; ++j) {
-                s[j] = fast_exp(s[j] - m);
-                psum += s[j];
-            }
+#pragma omp simd reduction(+ : psum)
+            for (int j = 0; j < valid; ++j) psum += s[j];
             mx[r] = m;
             l[r] = l[r] * alpha + psum;
             float* o = &acc[(size_t)r * d];
+            // 16 output dims at a time stay in a register across the block's keys
+            int i0 = 0;
+            for (; i0 + 16 <= d; i0 += 16) {
+                float ov[16];
 #pragma omp simd
-            for (int i = 0; i < d; ++i) o[i] *= alpha;
-            for (int j = 0; j < valid; ++j) {
-                const float p = s[j];
-                const float* v = &vb[(size_t)j * d];
+                for (int ii = 0; ii < 16; ++ii) ov[ii] = o[i0 + ii] * alpha;
+                for (int j = 0; j < valid; ++j) {
+                    const float p = s[j];
+                    const float* v = &vb[(size_t)j * d + i0];
 #pragma omp simd
-                for (int i = 0; i < d; ++i) o[i] += p * v[i];
+                    for (int ii = 0; ii < 16; ++ii) ov[ii] += p * v[ii];
+                }
+#pragma omp simd
+                for (int ii = 0; ii < 16; ++ii) o[i0 + ii] = ov[ii];
+            }
+            for (int i = i0; i < d; ++i) {
+                float ov = o[i] * alpha;
+                for (int j = 0; j < valid; ++j) ov += s[j] * vb[(size_t)j * d + i];
+                o[i] = ov;
             }
         }
     }

@@ -12,6 +12,7 @@ torch reference backend op by op, so a model in bf16 still runs, only slower.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from oci_engine import _C
 from oci_engine.attention_metadata import AttentionMetadata
@@ -91,6 +92,29 @@ def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
                 slots.data_ptr(), T, nkv * d, k_cache.dtype == torch.bfloat16)
 
 
+# A sequence with at least this many new tokens (a long prefill chunk) goes to torch's fused
+# CPU attention on its gathered K/V: measured 2-3x faster than our kernel at 1,000 tokens, whose
+# one-query-row-at-a-time design is built for decode and short chunks.
+SDPA_MIN_NEW_TOKENS = 128
+
+
+def _sdpa_one(q, k_cache, v_cache, table_row, ctx: int, scale: float) -> torch.Tensor:
+    """Causal attention of n new tokens (the last n of ctx) through torch SDPA; q [n, nh, d]."""
+    n, nh, d = q.shape
+    bs, nkv = k_cache.shape[1], k_cache.shape[2]
+    blocks = table_row[:-(-ctx // bs)].long()
+    k = k_cache.index_select(0, blocks).reshape(-1, nkv, d)[:ctx].float().transpose(0, 1)[None]
+    v = v_cache.index_select(0, blocks).reshape(-1, nkv, d)[:ctx].float().transpose(0, 1)[None]
+    if ctx == n:
+        mask, causal = None, True
+    else:  # new token j sits at position ctx - n + j and sees keys 0 .. ctx - n + j
+        mask = torch.arange(ctx)[None, :] <= torch.arange(ctx - n, ctx)[:, None]
+        causal = False
+    o = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k, v, attn_mask=mask, is_causal=causal,
+                                       scale=scale, enable_gqa=nh != nkv)
+    return o[0].transpose(0, 1)
+
+
 def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
               scale: float) -> torch.Tensor:
     if q.dtype != _F32 or not (_cache_ok(k_cache) and v_cache.dtype == k_cache.dtype and v_cache.is_contiguous()):
@@ -103,8 +127,20 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, met
     bt = meta.block_tables
     if bt.dtype != torch.int32 or not bt.is_contiguous():
         bt = bt.to(torch.int32).contiguous()
-    _C.attention(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.dtype == torch.bfloat16, bt.data_ptr(),
-                 bt.shape[1], starts, lens, nh, k_cache.shape[2], d, k_cache.shape[1], float(scale), out.data_ptr())
+    bs = k_cache.shape[1]
+    if lens and max(lens) > bt.shape[1] * bs:
+        raise ValueError(f"attention: a sequence of {max(lens)} tokens needs more than the block table's "
+                         f"{bt.shape[1]} blocks of {bs}; the metadata is inconsistent")
+    short = [i for i in range(len(lens)) if starts[i + 1] - starts[i] < SDPA_MIN_NEW_TOKENS]
+    for i in range(len(lens)):
+        if i not in short and starts[i + 1] > starts[i]:
+            s, e = starts[i], starts[i + 1]
+            out[s:e] = _sdpa_one(q[s:e], k_cache, v_cache, bt[i], lens[i], scale)
+    if short:
+        rows = bt if len(short) == len(lens) else bt[short].contiguous()
+        _C.attention(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.dtype == torch.bfloat16,
+                     rows.data_ptr(), rows.shape[1], [starts[i] for i in short], [starts[i + 1] for i in short],
+                     [lens[i] for i in short], nh, k_cache.shape[2], d, bs, float(scale), out.data_ptr())
     return out
 
 

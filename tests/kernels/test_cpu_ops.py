@@ -72,6 +72,8 @@ CASES = [
     ([0], [77], 6, 2, 32, 16),                    # fresh prefill over several blocks and query tiles
     ([40, 0, 3], [9, 20, 1], 8, 2, 24, 8),        # cached prefix + new tokens, mixed with decode
     ([15], [2], 2, 1, 128, 32),                   # MQA, partial last block
+    ([0, 30], [150, 140], 6, 2, 32, 16),          # long chunks: torch SDPA on gathered K/V ...
+    ([5, 50, 0], [1, 200, 7], 9, 3, 64, 16),      # ... mixed with kernel-served sequences
 ]
 
 
