@@ -21,6 +21,7 @@ import time
 TRIVIAL = "print(1)"
 NUMPY = "import numpy as np\nprint(np.arange(1000).sum())"
 SESSION = "x += 1"
+THINK_S = 0.02  # between cells in the *_think cases; not counted in their latency
 
 
 def _pct(samples, q):
@@ -32,10 +33,12 @@ def _stats(samples):
     return {"p50_ms": _pct(samples, 0.50) * 1e3, "p99_ms": _pct(samples, 0.99) * 1e3, "n": len(samples)}
 
 
-def _time(fn, n, label):
+def _time(fn, n, label, think_s=0.0):
     out = []
     step = max(1, n // 10)
     for i in range(n):
+        if think_s:
+            time.sleep(think_s)
         t = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t)
@@ -62,7 +65,13 @@ def bench_ours(repeats, workers):
         s = sb.session()
         s.run("x = 0")
         res["session"] = _stats(_time(lambda: s.run(SESSION), repeats, "ours session"))
-        if s.run("x").stdout != f"{repeats}\n":
+        # With a pause between cells (a model writes the next one): the next fork is ready.
+        n = max(20, repeats // 3)
+        res["session_think"] = _stats(_time(lambda: s.run(SESSION), n, "ours session, think time",
+                                            THINK_S))
+        res["trivial_think"] = _stats(_time(lambda: sb.run(TRIVIAL), n, "ours trivial, think time",
+                                            THINK_S))
+        if s.run("x").stdout != f"{repeats + n}\n":
             raise RuntimeError("session lost state during the benchmark")
         s.close()
         # Throughput: as many callers as workers, back to back.
@@ -106,6 +115,8 @@ def bench_jupyter(repeats):
         res["numpy"] = _stats(_time(lambda: run(NUMPY), repeats, "jupyter numpy"))
         run("x = 0")
         res["session"] = _stats(_time(lambda: run(SESSION), repeats, "jupyter session"))
+        n = max(20, repeats // 3)
+        res["session_think"] = _stats(_time(lambda: run(SESSION), n, "jupyter session, think time", THINK_S))
         return res
     finally:
         kc.stop_channels()
@@ -120,13 +131,18 @@ def table(r):
     if "trivial" in jup:
         rows += [("trivial cell", ours["trivial"], "jupyter kernel", jup["trivial"]),
                  ("numpy cell", ours["numpy"], "jupyter kernel", jup["numpy"]),
-                 ("session cell", ours["session"], "jupyter kernel", jup["session"])]
+                 ("session cell", ours["session"], "jupyter kernel", jup["session"]),
+                 ("session+think", ours["session_think"], "jupyter kernel, same pauses", jup["session_think"])]
     lines = [f"{'case':<14} {'ours p50':>9} {'ours p99':>9}  {'peer':<31} {'peer p50':>9} {'peer p99':>9} {'peer/ours':>9}"]
     for case, o, peer, p in rows:
         lines.append(f"{case:<14} {o['p50_ms']:>7.2f}ms {o['p99_ms']:>7.2f}ms  {peer:<31} "
                      f"{p['p50_ms']:>7.2f}ms {p['p99_ms']:>7.2f}ms {p['p50_ms'] / o['p50_ms']:>8.1f}x")
     lines.append(f"session cell   {ours['session']['p50_ms']:>7.2f}ms {ours['session']['p99_ms']:>7.2f}ms  "
-                 "(fork of the last good state)")
+                 "(back to back: each waits for the fork of the previous cell's state)")
+    for key, what in (("trivial_think", "trivial cell"), ("session_think", "session cell")):
+        o = ours[key]
+        lines.append(f"{what:<14} {o['p50_ms']:>7.2f}ms {o['p99_ms']:>7.2f}ms  "
+                     f"(with {THINK_S * 1e3:.0f} ms between cells, as when a model writes the next one)")
     lines.append(f"throughput: {ours['throughput_cells_per_s']:.0f} cells/s with {r['workers']} workers")
     if "skipped" in jup:
         lines.append(f"jupyter: {jup['skipped']}")

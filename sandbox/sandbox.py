@@ -198,17 +198,15 @@ class Sandbox:
         if spare is None:
             return Result(error=CellError("SandboxError", "the sandbox helper did not provide a "
                                           "process in time; it restarts on the next call"))
-        try:
-            z.send({"op": "take", "spare": spare.id})  # so it prepares the next one now
-        except OSError:
-            pass
         t0 = time.perf_counter()
         try:
             verdict, header, body = spare_pool.run_on(spare, code, timeout, self.policy.limits.result_bytes)
             duration = time.perf_counter() - t0
             try:
-                # The result is the end: nothing it does afterwards may linger (killing also
-                # ends a cell that sent a result early and carried on).
+                # Only now does the zygote prepare a replacement: that work would otherwise compete
+                # with the cell for the CPU. And the result is the end: nothing the cell does
+                # afterwards may linger (this also ends a cell that reported early and carried on).
+                z.send({"op": "take", "spare": spare.id})
                 z.send({"op": "kill_spare", "spare": spare.id})
             except OSError:
                 pass
