@@ -13,14 +13,12 @@ import time
 
 from oci_engine.errors import SandboxError, TooManySessionsError
 
-from . import spare_pool
+from . import cell_runs, spare_pool
 from .policy import Policy
-from .result import CellError, Result, from_done
 from .session import Session
 from .zygote_client import ZygoteProcess
 
 log = logging.getLogger("oci_engine.sandbox")
-KILL_GRACE_S = 5.0  # how long the zygote gets to confirm a kill before it is presumed hung
 
 
 class _Pending:
@@ -151,79 +149,9 @@ class Sandbox:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
         if session is None:
             with self._slots:
-                return self._one_shot(code, timeout)
+                return cell_runs.one_shot(self, code, timeout)
         with self._slots:
-            return self._session_cell(session, code, timeout)
-
-    def _session_cell(self, session, code, timeout):
-        z = self._zygote_alive()
-        if session.generation != self._generation or session.lost:
-            self._reopen_session(session)
-        alive = lambda: z.alive
-        spare = session._take_spare(alive)
-        if spare is None:
-            session.lost = True
-            return Result(error=CellError("SessionLost", "the session's state is gone (its process "
-                                          "died); the next run starts a fresh session"))
-        try:
-            z.send({"op": "session_started", "sid": session.sid, "spare": spare.id})
-        except OSError:
-            pass
-        t0 = time.perf_counter()
-        try:
-            verdict, header, body = spare_pool.run_on(spare, code, timeout, self.policy.limits.result_bytes)
-            duration = time.perf_counter() - t0
-            if verdict == "result":
-                return from_done({"ok": header.get("ok")}, body, False, duration, timeout)
-            if verdict in ("timeout", "bad"):
-                try:
-                    z.send({"op": "session_kill", "sid": session.sid, "spare": spare.id})
-                except OSError:
-                    pass
-            status = session._wait_exit(spare.id, alive, KILL_GRACE_S)
-            if status is False and (session.lost or not z.alive):
-                session.lost = True
-                return Result(error=CellError("SessionLost", "the session's state is gone (its process "
-                              "died); the next run starts a fresh session"), duration_s=duration)
-            header = dict(header or {}, partial=True, **spare_pool.status_fields(status))
-            body = spare_pool.partial_output(spare, self.policy.limits)
-            return from_done(header, body, verdict == "timeout", time.perf_counter() - t0, timeout)
-        finally:
-            spare.close()
-
-    def _one_shot(self, code, timeout):
-        z = self._zygote_alive()
-        alive = lambda: z.alive
-        spare = self._pool.take(alive)
-        if spare is None:
-            return Result(error=CellError("SandboxError", "the sandbox helper did not provide a "
-                                          "process in time; it restarts on the next call"))
-        t0 = time.perf_counter()
-        try:
-            verdict, header, body = spare_pool.run_on(spare, code, timeout, self.policy.limits.result_bytes)
-            duration = time.perf_counter() - t0
-            try:
-                # Only now does the zygote prepare a replacement: that work would otherwise compete
-                # with the cell for the CPU. And the result is the end: nothing the cell does
-                # afterwards may linger (this also ends a cell that reported early and carried on).
-                z.send({"op": "take", "spare": spare.id})
-                z.send({"op": "kill_spare", "spare": spare.id})
-            except OSError:
-                pass
-            if verdict == "result":
-                return from_done({"ok": header.get("ok")}, body, False, duration, timeout)
-            status = self._pool.wait_exit(spare.id, alive)
-            if status is False:
-                if verdict == "timeout" and z.alive:
-                    self._restart(z)  # a zygote that cannot kill is not trusted with more
-                if verdict != "timeout":
-                    return Result(error=CellError("SandboxError", "the sandbox helper process died; "
-                                                  "it restarts on the next call"), duration_s=duration)
-            header = dict(header or {}, partial=True, **spare_pool.status_fields(status))
-            body = spare_pool.partial_output(spare, self.policy.limits)
-            return from_done(header, body, verdict == "timeout", time.perf_counter() - t0, timeout)
-        finally:
-            spare.close()
+            return cell_runs.session_cell(self, session, code, timeout)
 
     def _restart(self, z):
         with self._lock:
