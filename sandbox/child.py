@@ -27,8 +27,10 @@ def take_fds(channel_fd, out_fd, err_fd):
         os.close(fd)
 
 
-def isolate(z, channel_fd, out_fd, err_fd, workdir, timeout, session):
-    """Common set-up; returns the seccomp notification fd for a session root, else None."""
+def isolate(z, channel_fd, out_fd, err_fd, workdir, timeout, session, pre_isolated=False):
+    """Common set-up; returns the seccomp notification fd for a session root, else None.
+    `pre_isolated`: forked by the template, which already holds no privileges and the limits
+    that are the same for all (every page the child does not touch is one it need not copy)."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -37,9 +39,12 @@ def isolate(z, channel_fd, out_fd, err_fd, workdir, timeout, session):
     take_fds(channel_fd, out_fd, err_fd)
     os.closerange(ERR_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     os.chdir(workdir)
-    os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir)
-    limits_mod.apply_rlimits(z.policy.limits, timeout)
-    limits_mod.drop_privileges(z.in_user_ns, z.policy.unprivileged_uid, z.policy.unprivileged_gid)
+    if pre_isolated:
+        limits_mod.apply_process_rlimits(z.policy.limits, timeout)
+    else:
+        os.environ.update(HOME=workdir, TMPDIR=workdir)
+        limits_mod.apply_rlimits(z.policy.limits, timeout)
+        limits_mod.drop_privileges(z.in_user_ns, z.policy.unprivileged_uid, z.policy.unprivileged_gid)
     flt = z.session_filter if session else z.oneshot_filter
     return flt.load(listener=session)
 
@@ -52,6 +57,10 @@ def template(z, ctrl_fd):
     z.devnull = 4
     os.closerange(5, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # the host channel above all
     limits_mod.die_with_parent()
+    # What every one-shot child would otherwise do for itself, done once here.
+    limits_mod.apply_static_rlimits(z.policy.limits)
+    limits_mod.drop_privileges(z.in_user_ns, z.policy.unprivileged_uid, z.policy.unprivileged_gid)
+    os.environ.update(HOME=".", TMPDIR=".")  # relative: each child's own work directory
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w)
@@ -95,7 +104,7 @@ def spare(z, fds, workdir):
     """A one-shot child forked ahead of demand: isolated and seeded, waiting for its code."""
     chan = None
     try:
-        isolate(z, *fds, workdir, SPARE_CPU_S, session=False)
+        isolate(z, *fds, workdir, SPARE_CPU_S, session=False, pre_isolated=True)
         chan = socket.socket(fileno=CHANNEL_FD)
         capture = cell.Capture(OUT_FD, ERR_FD)
         namespace = cell.prepare(cell.new_namespace())

@@ -21,22 +21,32 @@ class _CapData(ctypes.Structure):
 
 
 def apply_rlimits(limits, cpu_seconds):
-    soft_cpu = max(1, int(cpu_seconds + 0.999)) + limits.cpu_slack_s
+    apply_static_rlimits(limits)
+    apply_process_rlimits(limits, cpu_seconds)
+
+
+def apply_static_rlimits(limits):
+    """The limits that are the same for every child (the template sets them once for all)."""
     for res, value in ((resource.RLIMIT_AS, limits.address_space),
                        (resource.RLIMIT_FSIZE, limits.file_size),
                        (resource.RLIMIT_NOFILE, limits.open_files),
-                       (resource.RLIMIT_NPROC, limits.processes),
                        (resource.RLIMIT_STACK, limits.stack),
                        (resource.RLIMIT_CORE, limits.core)):
         resource.setrlimit(res, (value, value))
-    # Soft CPU limit sends SIGXCPU (fatal by default); the hard one a second later is SIGKILL.
-    resource.setrlimit(resource.RLIMIT_CPU, (soft_cpu, soft_cpu + 1))
     # Past RLIMIT_FSIZE a write should fail with EFBIG (a clean OSError), not kill the cell.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+def apply_process_rlimits(limits, cpu_seconds):
+    """Per child: its CPU budget, and the process cap (the template itself must stay able to fork
+    while cells run their thread pools)."""
+    resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+    set_cpu_limit(limits, cpu_seconds)
+
+
 def set_cpu_limit(limits, cpu_seconds):
-    """For a session cell: its CPU clock started at fork, so the same budget applies per cell."""
+    """Its CPU clock started at fork, so the same budget applies per cell. The soft limit sends
+    SIGXCPU (fatal by default); the hard one a second later is SIGKILL."""
     soft_cpu = max(1, int(cpu_seconds + 0.999)) + limits.cpu_slack_s
     resource.setrlimit(resource.RLIMIT_CPU, (soft_cpu, soft_cpu + 1))
 
