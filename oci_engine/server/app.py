@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -17,7 +17,6 @@ from oci_engine.server.errors import error_body, install_handlers
 from oci_engine.server.prometheus import ServerMetrics
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
-OPEN_PATHS = ("/", "/health", "/static/")
 
 
 @dataclass
@@ -32,6 +31,28 @@ class ServerState:
     api_key: str | None = None
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     started: int = field(default_factory=lambda: int(time.time()))
+
+
+class BearerAuth:
+    """Plain ASGI middleware, not @app.middleware("http"): Starlette's BaseHTTPMiddleware wraps
+    `receive`, which hides a client's disconnect from the endpoints that cancel on it."""
+
+    def __init__(self, app, api_key: str):
+        self.app, self.expected = app, f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not _open_path(scope["path"]):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                body = error_body("missing or wrong API key; send 'Authorization: Bearer <key>'",
+                                  "invalid_request_error", code="invalid_api_key")
+                await JSONResponse(body, status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _open_path(path: str) -> bool:
+    return path in ("/", "/health") or path.startswith("/static/")
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -56,17 +77,8 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.oci = state
     install_handlers(app)
 
-    @app.middleware("http")
-    async def auth(request: Request, call_next):
-        path = request.url.path
-        if state.api_key and not (path == "/" or path == "/health" or path.startswith("/static/")):
-            given = request.headers.get("authorization", "")
-            expected = f"Bearer {state.api_key}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return JSONResponse(error_body("missing or wrong API key; send 'Authorization: Bearer <key>'",
-                                               "invalid_request_error", code="invalid_api_key"), status_code=401)
-        return await call_next(request)
-
+    if state.api_key:
+        app.add_middleware(BearerAuth, api_key=state.api_key)
     app.include_router(openai_api.router)
     app.include_router(interpreter_api.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
