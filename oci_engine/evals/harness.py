@@ -72,6 +72,8 @@ def _feedback(e):
     head = ["Input: " + e._oci_input + "\n"] if isinstance(getattr(e, "_oci_input", None), str) else []
     text = "".join(head + (["Traceback (most recent call last):\n"] if lines else []) + lines
                    + _tb.format_exception_only(type(e), e)).rstrip()
+    # One runaway source line (a model repeating itself) must not crowd the error out of the cap.
+    text = "\n".join(l if len(l) <= 160 else l[:157] + "..." for l in text.split("\n"))
     return text if len(text) <= _LIMIT else "..." + text[-(_LIMIT - 3):]
 
 

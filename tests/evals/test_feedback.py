@@ -49,6 +49,9 @@ def test_feedback_is_capped_at_500_characters(tasks, executor):
     deep = explain(executor, t, "    return add(x, y)\n", public=False).feedback  # RecursionError
     assert huge.startswith("The results aren't as expected.") and len(huge) <= 500
     assert deep.endswith("maximum recursion depth exceeded") and len(deep) <= 500
+    runaway = explain(executor, t, "    return 'ab" + "_ab" * 400 + "\n", public=False).feedback
+    assert "SyntaxError: unterminated string literal" in runaway and len(runaway) <= 500
+    assert runaway.startswith('  File "<string>"')  # the whole error fits once the long line is cut
 
 
 def test_public_feedback_uses_only_the_prompts_examples(tasks, executor):
