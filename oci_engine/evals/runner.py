@@ -68,14 +68,14 @@ def evaluate_model(llm, tasks: list[Task], cfg: RunConfig, executor: Executor, w
         chunk = tasks[start:start + cfg.batch_size]
         samples = [_Sample(t, i, Dialogue.start(cfg.style, t), SampleRecord(t.task_id, i))
                    for t in chunk for i in range(cfg.n)]
+        _show_round(progress, cfg, 0, len(samples))
         first = _generate(llm, [Dialogue.start(cfg.style, t).request() for t in chunk], params(cfg.n), cfg.n)
         for s in samples:
             s.reply = first[chunk.index(s.task)][s.index]
         active = samples
         for rnd in range(cfg.feedback_rounds + 1):
-            if progress is not None and cfg.feedback_rounds:
-                progress.set_postfix_str(f"round {rnd}, {len(active)} sample(s) in play")
             if rnd > 0:
+                _show_round(progress, cfg, rnd, len(active))
                 replies = _generate(llm, [s.dialogue.request() for s in active], params(1), 1)
                 for s, r in zip(active, replies):
                     s.reply = r[0]
@@ -94,6 +94,11 @@ def evaluate_model(llm, tasks: list[Task], cfg: RunConfig, executor: Executor, w
         if progress is not None:
             progress.update(len(chunk))
     return records
+
+
+def _show_round(progress, cfg: RunConfig, rnd: int, in_play: int) -> None:
+    if progress is not None and cfg.feedback_rounds:
+        progress.set_postfix_str(f"round {rnd}, {in_play} sample(s) in play")
 
 
 def _refine(executor, active, completions, verdicts, public: bool) -> list[_Sample]:
