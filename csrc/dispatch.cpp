@@ -171,10 +171,14 @@ void add_rms_norm(uintptr_t x, uintptr_t res, uintptr_t sum, uintptr_t w, uintpt
 
 // q/k rows may be strided views (slices of the fused qkv output); outputs are contiguous.
 void rotary(uintptr_t q, size_t q_stride, uintptr_t k, size_t k_stride, uintptr_t q_out, uintptr_t k_out, int T_, int nh,
-            int nkv, int d, uintptr_t positions, uintptr_t cos_sin, size_t cs_stride, bool neox) {
+            int nkv, int d, uintptr_t positions, uintptr_t cos_sin, size_t cs_stride, int64_t max_pos, bool neox) {
     const KernelTable& t = T();
     const auto fn = neox ? t.rotary_neox : t.rotary_gptj;
     const int64_t* pos = ptr<const int64_t>(positions);
+    for (int i = 0; i < T_; ++i)
+        if (pos[i] < 0 || pos[i] >= max_pos)
+            throw py::index_error("rotary: position " + std::to_string(pos[i]) + " is outside the cos/sin table (0.." +
+                                  std::to_string(max_pos - 1) + "); the context is longer than the model supports");
 #pragma omp parallel for num_threads(threads_for((double)T_ * (nh + nkv) * d, 1 << 15)) schedule(static)
     for (int i = 0; i < T_; ++i) {
         const float* cs = ptr<const float>(cos_sin) + pos[i] * cs_stride;
@@ -190,8 +194,12 @@ void silu_mul(uintptr_t gu, uintptr_t out, int rows, int I) {
 }
 
 void write_kv(uintptr_t k, size_t k_stride, uintptr_t v, size_t v_stride, uintptr_t kc, uintptr_t vc, uintptr_t slots,
-              int T_, int row, bool bf16_cache) {
+              int T_, int row, int64_t num_slots, bool bf16_cache) {
     const int64_t* s = ptr<const int64_t>(slots);
+    for (int i = 0; i < T_; ++i)
+        if (s[i] >= num_slots)
+            throw py::index_error("write_kv: slot " + std::to_string(s[i]) + " is outside the KV cache (" +
+                                  std::to_string(num_slots) + " slots); the block table and cache disagree");
     for (int i = 0; i < T_; ++i) {
         const float* ks = ptr<const float>(k) + i * k_stride;
         const float* vs = ptr<const float>(v) + i * v_stride;

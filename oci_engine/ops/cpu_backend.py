@@ -56,12 +56,12 @@ def rotary(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: t
     if not (q.dtype == k.dtype == cos_sin.dtype == _F32) or q.stride(2) != 1 or q.stride(1) != d \
             or k.stride(2) != 1 or k.stride(1) != d or cos_sin.stride(1) != 1 or cos_sin.shape[1] != d:
         return ref.rotary(q, k, positions, cos_sin)
-    pos = positions.to(torch.int64).contiguous()
-    if T and (int(pos.max()) >= cos_sin.shape[0] or int(pos.min()) < 0):
-        raise IndexError(f"rotary: a position is outside the cos/sin table (0..{cos_sin.shape[0] - 1})")
+    pos = positions if positions.dtype == torch.int64 and positions.is_contiguous() else \
+        positions.to(torch.int64).contiguous()
     qo, ko = torch.empty(T, nh, d), torch.empty(T, nkv, d)
+    # positions are range-checked inside the kernel (a tensor max() here costs more than the op)
     _C.rotary(q.data_ptr(), q.stride(0), k.data_ptr(), k.stride(0), qo.data_ptr(), ko.data_ptr(), T, nh, nkv, d,
-              pos.data_ptr(), cos_sin.data_ptr(), cos_sin.stride(0), True)
+              pos.data_ptr(), cos_sin.data_ptr(), cos_sin.stride(0), cos_sin.shape[0], True)
     return qo, ko
 
 
@@ -85,11 +85,10 @@ def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
     if not (_cache_ok(k_cache) and k_cache.dtype == v_cache.dtype and v_cache.is_contiguous()
             and _rows_ok(k) and _rows_ok(v) and k.stride(1) == d and v.stride(1) == d):
         return ref.write_kv(k, v, k_cache, v_cache, slot_mapping)
-    slots = slot_mapping.to(torch.int64).contiguous()
-    if T and int(slots.max()) >= k_cache.shape[0] * k_cache.shape[1]:
-        raise IndexError("write_kv: a slot is outside the KV cache; the block table and cache disagree")
+    slots = slot_mapping if slot_mapping.dtype == torch.int64 and slot_mapping.is_contiguous() else \
+        slot_mapping.to(torch.int64).contiguous()
     _C.write_kv(k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0), k_cache.data_ptr(), v_cache.data_ptr(),
-                slots.data_ptr(), T, nkv * d, k_cache.dtype == torch.bfloat16)
+                slots.data_ptr(), T, nkv * d, k_cache.shape[0] * k_cache.shape[1], k_cache.dtype == torch.bfloat16)
 
 
 # A sequence with at least this many new tokens (a long prefill chunk) goes to torch's fused
