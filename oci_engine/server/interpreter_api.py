@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 from fastapi import APIRouter, Request
@@ -68,6 +69,8 @@ async def send_message(sid: str, body: SessionMessageRequest, request: Request):
     params = SamplingParams(temperature=body.temperature, max_tokens=min(body.max_tokens, room),
                             seed=0 if body.temperature > 0 else None)
     s.busy = True
+    s.turns += 1
+    mine = s.turns  # a late clean-up of this turn must not free the session for the next one
     s.interpreter.run_all_blocks = body.run_all_blocks
     rounds = body.max_rounds or s.max_rounds
     loop = asyncio.get_running_loop()
@@ -83,11 +86,18 @@ async def send_message(sid: str, body: SessionMessageRequest, request: Request):
                     state.metrics.inc("oci_generation_tokens_total", ev.data["output_tokens"])
                 if ev.type == "done":  # recorded here so a turn the client left is still in the transcript
                     s.transcript.extend(ev.data["turn"].messages)
+                    if s.turns == mine:  # before the client hears "done", so its next message is welcome
+                        s.busy = False
                 loop.call_soon_threadsafe(events.put_nowait, ev)
         except BaseException as e:  # noqa: BLE001 - reported to the client in-band
             loop.call_soon_threadsafe(events.put_nowait, e)
         finally:
-            loop.call_soon_threadsafe(events.put_nowait, done)
+            # The worker, not the response, frees the session: a response cancelled by a client
+            # disconnect never gets to run its own clean-up awaits.
+            if s.turns == mine:
+                s.busy = False
+            with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown)
+                loop.call_soon_threadsafe(events.put_nowait, done)
 
     thread = threading.Thread(target=work, name=f"session-{sid}", daemon=True)
     thread.start()
@@ -117,8 +127,6 @@ async def send_message(sid: str, body: SessionMessageRequest, request: Request):
         finally:
             if not finished:
                 s.interpreter.cancel()  # the client went away: stop generating, run nothing more
-            await asyncio.to_thread(thread.join)
-            s.busy = False
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 

@@ -35,19 +35,23 @@ def engine_token_stream(engine, loop: asyncio.AbstractEventLoop):
                 q.put(_END)
 
         fut = asyncio.run_coroutine_threadsafe(pump(), loop)
+        ended = False
         try:
             while True:
                 item = q.get()
                 if item is _END:
+                    ended = True
                     return
                 if isinstance(item, BaseException):
                     if isinstance(item, asyncio.CancelledError):
+                        ended = True
                         return
                     raise item
                 yield item
         finally:
-            if not fut.done():
-                cancel.set()
+            # Only a consumer that left early stops the request. After _END the pump may still be
+            # finishing (its future not yet done): that is no reason to cancel the whole turn.
+            if not ended:
                 fut.cancel()
     return stream
 
@@ -61,6 +65,7 @@ class ServerSession:
     last_used: float = field(default_factory=time.monotonic)
     transcript: list = field(default_factory=list)
     busy: bool = False
+    turns: int = 0
 
 
 class SessionLimitError(Exception):

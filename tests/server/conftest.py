@@ -77,21 +77,24 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def sse_events(response) -> list[tuple[str | None, str]]:
-    """(event name, data) of each server-sent event of a streamed httpx response, in order."""
-    events, name, data = [], None, []
+def iter_sse(response):
+    """(event name, data) of each server-sent event of a streamed httpx response, as it arrives."""
+    name, data = None, []
     for line in response.iter_lines():
         if line == "":
             if data:
-                events.append((name, "\n".join(data)))
+                yield name, "\n".join(data)
             name, data = None, []
         elif line.startswith("event:"):
             name = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].lstrip())
     if data:
-        events.append((name, "\n".join(data)))
-    return events
+        yield name, "\n".join(data)
+
+
+def sse_events(response) -> list[tuple[str | None, str]]:
+    return list(iter_sse(response))
 
 
 def sse_json(response) -> list:
