@@ -131,7 +131,7 @@ def partial_output(spare, limits):
 
 
 def status_fields(status):
-    if isinstance(status, int) and 0 <= status < 1 << 16:
+    if isinstance(status, int) and not isinstance(status, bool) and 0 <= status < 1 << 16:
         if os.WIFSIGNALED(status):
             return {"signal": os.WTERMSIG(status), "exit": None}
         if os.WIFEXITED(status):

@@ -178,7 +178,9 @@ def on_result(z, job):
             except OSError:
                 pass
             _drop_ctrl(z, s)
-        s.parked = job.pid  # None until its 'forked' report arrives: any tid then
+        # Reports still owed by the retired process will never come: start the pairing afresh.
+        s.forking.clear()
+        s.parked = job.pid  # None if its 'forked' report was lost with it: any tid then
         chan = job.chan
         z.sel.unregister(chan)
         job.chan = None
