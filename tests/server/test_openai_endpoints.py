@@ -148,7 +148,11 @@ def test_completions_logprobs_shape(client):
 
 
 def test_concurrent_requests_equal_each_run_alone(server, client):
-    prompts = [f"Write a Python function that returns {k} times its argument." for k in range(2, 10)]
+    # The cpu backend's GEMM path depends on the rows in a step (int8 activations for 1-3 rows, bf16
+    # from 4), so a greedy near-tie can flip between a lone and a batched request ("returns 2 times"
+    # does, at its 5th token). These prompts have no near-tie in 16 tokens: the test is about the
+    # server keeping concurrent streams apart, not about batch-invariant arithmetic.
+    prompts = [f"Write a Python function that returns {k} times its argument." for k in range(3, 11)]
 
     def ask(p):
         r = httpx.post(server.url + "/v1/chat/completions", timeout=120,
@@ -156,6 +160,10 @@ def test_concurrent_requests_equal_each_run_alone(server, client):
         assert r.status_code == 200, r.text
         return r.json()["choices"][0]["message"]["content"]
 
+    # Run alone twice: the second pass finds every full block in the prefix cache, exactly as the
+    # concurrent pass will, so the batch is the only difference (a cached prefix changes prefill
+    # arithmetic enough to flip a near-tie; that is not what this test is about).
+    [ask(p) for p in prompts]
     alone = [ask(p) for p in prompts]
     with ThreadPoolExecutor(len(prompts)) as pool:
         together = list(pool.map(ask, prompts))
