@@ -89,7 +89,10 @@ def template(z, ctrl_fd):
                 os._exit(0)
             for header, _, fds in reader.frames():
                 if header.get("op") == "spare" and len(fds) == 3:
-                    pid = os.fork()
+                    try:
+                        pid = os.fork()
+                    except OSError:  # out of memory or processes: this spare is not coming
+                        pid = None
                     if pid == 0:
                         spare(z, fds, header["workdir"])
                     protocol.send(ctrl, {"op": "forked", "pid": pid})

@@ -51,6 +51,9 @@ def on_template(z):
     for header, _, _ in reader.frames():
         if header.get("op") == "forked" and z.awaiting_pid:
             job = z.awaiting_pid.popleft()
+            if header["pid"] is None:
+                spare_ended(z, job, None)  # the host sees its channel close
+                continue
             job.pid = header["pid"]
             z.by_pid[job.pid] = job
             if job.kill_pending:
