@@ -117,3 +117,21 @@ def _alive(pid):
             return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except OSError:
         return False
+
+
+def test_without_namespaces_it_says_so_and_still_confines(host, capfd):
+    from oci_engine.sandbox import Namespaces, Policy, Sandbox
+    policy = Policy(namespaces=Namespaces(user=False, mount=False, net=False, pid=False, ipc=False))
+    with Sandbox(workers=1, policy=policy) as box:
+        assert "ISOLATION REDUCED" in capfd.readouterr().err
+        assert all(box.isolation[k] != True for k in ("user", "mount", "net", "pid", "ipc"))  # noqa: E712
+        assert box.run("import os\nos.fork()").error.type == "PermissionError"
+        assert box.run("import socket\nsocket.socket(socket.AF_INET)").error.type == "PermissionError"
+        r = box.run("import os\nprint(os.getuid() != 0, open('/proc/self/status').read().count('CapEff:\\t0000000000000000'))")
+        assert r.stdout == "True 1\n"  # dropped to an unprivileged uid with no capabilities
+        s = box.session()
+        s.run("x = 1")
+        assert s.run("x = 2\n1/0").error.type == "ZeroDivisionError"
+        assert s.run("x").stdout == "1\n"
+        s.close()
+        host.check(box)
