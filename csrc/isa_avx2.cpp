@@ -19,6 +19,7 @@ static inline __m256i dot_u8s8(__m256i u, __m256i s) {
 }
 #define OCI_AVX2 1
 #include "portable_kernels.h"
+#include "paged_attention.h"
 #include "qgemm_simd.h"
 }  // namespace avx2
 

@@ -17,6 +17,7 @@ namespace avx512 {
 static inline __m256i dot_u8s8(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
 #define OCI_AVX512 1
 #include "portable_kernels.h"
+#include "paged_attention.h"
 #include "qgemm_simd.h"
 }  // namespace avx512
 

@@ -10,6 +10,7 @@
 namespace oci {
 namespace scalar {
 #include "portable_kernels.h"
+#include "paged_attention.h"
 #include "qgemm_scalar.h"
 }  // namespace scalar
 

@@ -1,0 +1,88 @@
+// Paged attention written once in plain C++ (plus exp_inplace from portable_kernels.h) and compiled
+// per ISA like the other portable kernels; included after portable_kernels.h, inside the per-ISA
+// namespace.
+
+// ---- paged attention: online softmax over the sequence's blocks, K/V of a block converted to
+// fp32 once and shared by every query row of the GQA group and of the query tile ----
+static void attention(const AttnArgs& a, int t0, int t1, int pos0, int g) {
+    const int d = a.d, group = a.nh / a.nkv, nq = t1 - t0, R = nq * group, bs = a.block_size;
+    const int bsp = (bs + 15) / 16 * 16;  // K^T rows padded to whole 16-key vectors
+    std::vector<float> acc((size_t)R * d, 0.0f), mx(R, -std::numeric_limits<float>::infinity()), l(R, 0.0f);
+    std::vector<float> kb((size_t)bsp * d, 0.0f), vb((size_t)bs * d), s(bsp);
+    const int last = pos0 + nq - 1;
+    const size_t tok_stride = (size_t)a.nkv * d;
+    for (int b = 0; b <= last / bs; ++b) {
+        const int jn = std::min(bs, last + 1 - b * bs);
+        const size_t base = ((size_t)a.block_table[b] * bs) * tok_stride + (size_t)g * d;
+        // K stored transposed (kb[i * bsp + j]): the scores of 16 keys are one vector FMA per dim
+        if (a.cache_bf16) {
+            const uint16_t* kc = (const uint16_t*)a.k_cache + base;
+            const uint16_t* vc = (const uint16_t*)a.v_cache + base;
+            for (int j = 0; j < jn; ++j)
+                for (int i = 0; i < d; ++i) {
+                    kb[(size_t)i * bsp + j] = bf16_to_fp32(kc[j * tok_stride + i]);
+                    vb[(size_t)j * d + i] = bf16_to_fp32(vc[j * tok_stride + i]);
+                }
+        } else {
+            const float* kc = (const float*)a.k_cache + base;
+            const float* vc = (const float*)a.v_cache + base;
+            for (int j = 0; j < jn; ++j) {
+                for (int i = 0; i < d; ++i) kb[(size_t)i * bsp + j] = kc[j * tok_stride + i];
+                std::memcpy(&vb[(size_t)j * d], vc + j * tok_stride, d * sizeof(float));
+            }
+        }
+        for (int r = 0; r < R; ++r) {
+            const int t = r / group, h = g * group + r % group;
+            const int valid = std::min(jn, pos0 + t + 1 - b * bs);  // causal: keys up to own position
+            if (valid <= 0) continue;
+            const float* q = a.q + ((size_t)(t0 + t) * a.nh + h) * d;
+            for (int j0 = 0; j0 < valid; j0 += 16) {
+                float sc[16] = {};
+                for (int i = 0; i < d; ++i) {
+                    const float qi = q[i] * a.scale;
+                    const float* kt = &kb[(size_t)i * bsp + j0];
+#pragma omp simd
+                    for (int jj = 0; jj < 16; ++jj) sc[jj] += qi * kt[jj];
+                }
+                for (int jj = 0; jj < 16; ++jj) s[j0 + jj] = sc[jj];
+            }
+            float m = mx[r];
+            for (int j = 0; j < valid; ++j) m = std::max(m, s[j]);
+            const float alpha = fast_exp(mx[r] - m);  // ~0 on the first block (mx = -inf)
+            for (int j = 0; j < valid; ++j) s[j] -= m;
+            exp_inplace(s.data(), valid);
+            float psum = 0.0f;
+#pragma omp simd reduction(+ : psum)
+            for (int j = 0; j < valid; ++j) psum += s[j];
+            mx[r] = m;
+            l[r] = l[r] * alpha + psum;
+            float* o = &acc[(size_t)r * d];
+            // 16 output dims at a time stay in a register across the block's keys
+            int i0 = 0;
+            for (; i0 + 16 <= d; i0 += 16) {
+                float ov[16];
+#pragma omp simd
+                for (int ii = 0; ii < 16; ++ii) ov[ii] = o[i0 + ii] * alpha;
+                for (int j = 0; j < valid; ++j) {
+                    const float p = s[j];
+                    const float* v = &vb[(size_t)j * d + i0];
+#pragma omp simd
+                    for (int ii = 0; ii < 16; ++ii) ov[ii] += p * v[ii];
+                }
+#pragma omp simd
+                for (int ii = 0; ii < 16; ++ii) o[i0 + ii] = ov[ii];
+            }
+            for (int i = i0; i < d; ++i) {
+                float ov = o[i] * alpha;
+                for (int j = 0; j < valid; ++j) ov += s[j] * vb[(size_t)j * d + i];
+                o[i] = ov;
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        const int t = r / group, h = g * group + r % group;
+        float* o = a.out + ((size_t)(t0 + t) * a.nh + h) * d;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        for (int i = 0; i < d; ++i) o[i] = acc[(size_t)r * d + i] * inv;
+    }
+}
