@@ -75,6 +75,7 @@
     }
     if (!r.ok) throw new Error("could not create a session: HTTP " + r.status);
     state.sessionId = (await r.json()).id;
+    $("session-id").textContent = "session " + state.sessionId;
     $("transcript").innerHTML = "";
     setStatus("session " + state.sessionId + " ready");
   }
@@ -167,7 +168,14 @@
   $("prompt").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("composer").requestSubmit(); }
   });
-  $("stop").addEventListener("click", () => { if (state.controller) state.controller.abort(); });
+  $("stop").addEventListener("click", () => {
+    if (!state.controller) return;
+    // Ask the server to stop as well: dropping the connection alone relies on a disconnect that a
+    // proxy in between may hide.
+    fetch("/v1/interpreter/sessions/" + state.sessionId + "/cancel", { method: "POST", headers: headers() })
+      .catch(() => {});
+    state.controller.abort();
+  });
   $("new-session").addEventListener("click", () => { newSession().catch((e) => setStatus(String(e))); });
 
   fetch("/v1/models", { headers: headers() }).then((r) => r.json()).then((m) => {
