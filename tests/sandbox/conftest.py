@@ -35,6 +35,14 @@ def descendants(pid):
     return out
 
 
+def require_namespaces(sb, *kinds):
+    """Skip (loudly) where this machine's kernel or container does not allow them; the sandbox
+    then runs with seccomp, rlimits and the privilege drop only, and says so at start-up."""
+    missing = [k for k in kinds if sb.isolation.get(k) is not True]
+    if missing:
+        pytest.skip(f"namespaces unavailable here: {', '.join(f'{k} ({sb.isolation.get(k)})' for k in missing)}")
+
+
 def zygote_pid(sb):
     """launcher -> namespace holder -> zygote: the zygote is the holder's only child."""
     holder = [p for p in descendants(sb._zygote.proc.pid) if _ppid(p) == sb._zygote.proc.pid][0]

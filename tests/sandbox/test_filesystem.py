@@ -1,6 +1,15 @@
 """The cell sees the interpreter, its libraries and a private work directory; nothing else."""
 import os
 
+import pytest
+
+from conftest import require_namespaces
+
+
+@pytest.fixture(autouse=True)
+def _private_root(sb):
+    require_namespaces(sb, "mount", "pid")
+
 
 def test_host_secret_file_is_invisible(sb, guard):
     r = sb.run(f"open({guard.secret_path!r}).read()")
