@@ -13,6 +13,7 @@ measured on SmolLM2's shapes, AVX-512 machine, 1-2 threads):
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,10 @@ except ValueError as e:
 KERNEL_TYPES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0", 12: "Q4_K", 14: "Q6_K"}
 BLOCK_ELEMS = {2: 32, 3: 32, 8: 32, 12: 256, 14: 256}
 DENSE_MIN_ROWS = 16
+# OCI_ENGINE_BATCH_INVARIANT=1 keeps every call on the int8 kernel, whose result for a row does not
+# depend on the other rows in the step (bitwise): a request then decodes the same tokens alone or
+# batched, at the cost of batched-decode and prefill speed.
+BATCH_INVARIANT = os.environ.get("OCI_ENGINE_BATCH_INVARIANT", "") not in ("", "0")
 _CHUNK_ELEMS = 1 << 21  # bf16 weights expanded per torch GEMM call: 4 MiB of scratch
 _scratch: list[torch.Tensor] = []
 
@@ -120,12 +125,12 @@ def linear(x: torch.Tensor, handle, bias: torch.Tensor | None = None) -> torch.T
         raise ValueError(f"linear: input has {x.shape[-1]} features, weight expects {handle.in_features}")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, handle.in_features)
-    if x2.shape[0] >= DENSE_MIN_ROWS:
+    if x2.shape[0] >= DENSE_MIN_ROWS and not BATCH_INVARIANT:
         y = dense_matmul(x2, handle)
     else:
         if x2.dtype != torch.float32 or x2.stride(-1) != 1:
             x2 = x2.float().contiguous()
-        y = quant_matmul(x2, handle)
+        y = quant_matmul(x2, handle, "int8" if BATCH_INVARIANT else "auto")
     if bias is not None:
         y += bias
     y = y.reshape(*lead, handle.out_features)

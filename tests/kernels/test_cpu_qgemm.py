@@ -179,3 +179,12 @@ def test_input_width_mismatch_is_reported():
     w = cpu_linear.prepare_linear(random_blocks(T.Q4_0, 4, 64, seed=0))
     with pytest.raises(ValueError, match="features"):
         cpu_linear.linear(torch.randn(2, 32), w)
+
+
+def test_batch_invariant_mode_gives_each_row_the_result_it_gets_alone(monkeypatch):
+    monkeypatch.setattr(cpu_linear, "BATCH_INVARIANT", True)
+    w = cpu_linear.prepare_linear(random_blocks(T.Q4_1, 70, 512, seed=4))
+    x = torch.randn(40, 512)
+    batched = cpu_linear.linear(x, w)
+    for i in [0, 3, 17, 39]:
+        assert torch.equal(batched[i:i + 1], cpu_linear.linear(x[i:i + 1], w))
