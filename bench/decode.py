@@ -6,7 +6,9 @@ machine hits every engine alike), all with --threads threads:
   decode tok/s at batch 1; aggregate decode tok/s of --batch sequences decoded together;
   prefill tok/s of a --prefill-tokens prompt (to the last token's logits).
 Then one decode step of ours profiled: the fraction of its wall time spent outside C++ kernels.
-Ratios are ours / peer. Build the peer with AMX off where its AMX path crashes:
+Ratios are ours / peer. On a shared machine whose cores are busy with other work, every engine's
+spin-waiting thread pool collapses at --threads 2 (decode drops 10-30x for all of them); compare
+--threads 1 runs there. Build the peer with AMX off where its AMX path crashes:
   CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_NATIVE=OFF
   -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" pip install llama-cpp-python
 """
