@@ -212,8 +212,29 @@ def test_graceful_shutdown_leaves_no_sandbox_processes(smollm2_gguf):
         zygote = s.state.sandbox._zygote.proc.pid
         tree = {zygote} | _descendants(zygote)
         assert len(tree) >= 2, "the session should have its own process under the zygote"
+        # a turn still streaming when the server is asked to stop
+        sid2 = httpx.post(s.url + "/v1/interpreter/sessions", json={}).json()["id"]
+        got_token = threading.Event()
+
+        def stream_turn():
+            try:
+                with httpx.stream("POST", f"{s.url}/v1/interpreter/sessions/{sid2}/messages", timeout=60,
+                                  json={"content": LONG, "max_tokens": 400}) as r:
+                    for name, _ in iter_sse(r):
+                        if name == "token":
+                            got_token.set()
+            except httpx.HTTPError:
+                pass  # the server went away mid-stream: expected
+
+        t = threading.Thread(target=stream_turn)
+        t.start()
+        assert got_token.wait(60)
     finally:
+        began = time.monotonic()
         s.stop()
+        stop_s = time.monotonic() - began
+    t.join(30)
+    assert stop_s < 20, f"shutdown took {stop_s:.1f} s"
     assert not s.thread.is_alive()
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in tree) and time.monotonic() < deadline:
