@@ -138,47 +138,61 @@ class Interpreter:
         params = sampling_params or self.sampling_params
         with self._lock:
             self._cancel.clear()
-            turn = Turn()
-            self.history.append({"role": "user", "content": content})
-            turn.messages.append({"role": "user", "content": content})
-            for round_no in range(1, max_rounds + 1):
-                if self._cancel.is_set():
-                    break
-                turn.rounds = round_no
-                yield Event("round", {"round": round_no})
-                reply, final = "", None
-                prompt_ids = self.tokenizer.apply_chat_template(self.history, add_generation_prompt=True,
-                                                                tokenize=True)
-                for out in self.token_stream(prompt_ids, params, self._cancel):
-                    if out.delta_text:
-                        reply += out.delta_text
-                        yield Event("token", {"text": out.delta_text, "round": round_no})
-                    final = out
-                if final is not None:
-                    reply = final.text
-                    turn.cached_tokens.append(final.num_cached_tokens)
-                    turn.prompt_tokens.append(len(final.prompt_token_ids))
-                self.history.append({"role": "assistant", "content": reply})
-                turn.messages.append({"role": "assistant", "content": reply, "round": round_no})
-                yield Event("reply", {"text": reply, "round": round_no,
-                                      "finish_reason": getattr(final, "finish_reason", None),
-                                      "prompt_tokens": len(final.prompt_token_ids) if final is not None else 0,
-                                      "output_tokens": len(final.token_ids) if final is not None else 0,
-                                      "cached_tokens": final.num_cached_tokens if final is not None else 0})
-                blocks = extract_code_blocks(reply)
-                if not blocks or self._cancel.is_set():
-                    break
-                code = "\n\n".join(blocks) if self.run_all_blocks else blocks[-1]
-                turn.messages.append({"role": "code", "content": code, "round": round_no})
-                yield Event("code", {"code": code, "round": round_no})
-                execution = self._execute(code)
-                execution["round"] = round_no
-                turn.messages.append({"role": "execution", **execution})
-                yield Event("execution", execution)
-                self.history.append({"role": "user", "content": execution["feedback"]})
-            turn.cancelled = self._cancel.is_set()
-            yield Event("done", {"turn": turn, "rounds": turn.rounds, "cancelled": turn.cancelled,
-                                 "cached_tokens": sum(turn.cached_tokens)})
+            start, finished = len(self.history), False
+            try:
+                for event in self._turn(content, max_rounds, params):
+                    finished = event.type == "done"
+                    yield event
+            except BaseException:
+                # A turn that failed (e.g. the conversation outgrew the context) or was torn down
+                # before its end leaves no trace, so the next message starts from a consistent history.
+                if not finished:
+                    del self.history[start:]
+                raise
+
+    def _turn(self, content: str, max_rounds: int, params) -> Iterator[Event]:
+        # the caller, stream(), holds the conversation's lock
+        turn = Turn()
+        self.history.append({"role": "user", "content": content})
+        turn.messages.append({"role": "user", "content": content})
+        for round_no in range(1, max_rounds + 1):
+            if self._cancel.is_set():
+                break
+            turn.rounds = round_no
+            yield Event("round", {"round": round_no})
+            reply, final = "", None
+            prompt_ids = self.tokenizer.apply_chat_template(self.history, add_generation_prompt=True,
+                                                            tokenize=True)
+            for out in self.token_stream(prompt_ids, params, self._cancel):
+                if out.delta_text:
+                    reply += out.delta_text
+                    yield Event("token", {"text": out.delta_text, "round": round_no})
+                final = out
+            if final is not None:
+                reply = final.text
+                turn.cached_tokens.append(final.num_cached_tokens)
+                turn.prompt_tokens.append(len(final.prompt_token_ids))
+            self.history.append({"role": "assistant", "content": reply})
+            turn.messages.append({"role": "assistant", "content": reply, "round": round_no})
+            yield Event("reply", {"text": reply, "round": round_no,
+                                  "finish_reason": getattr(final, "finish_reason", None),
+                                  "prompt_tokens": len(final.prompt_token_ids) if final is not None else 0,
+                                  "output_tokens": len(final.token_ids) if final is not None else 0,
+                                  "cached_tokens": final.num_cached_tokens if final is not None else 0})
+            blocks = extract_code_blocks(reply)
+            if not blocks or self._cancel.is_set():
+                break
+            code = "\n\n".join(blocks) if self.run_all_blocks else blocks[-1]
+            turn.messages.append({"role": "code", "content": code, "round": round_no})
+            yield Event("code", {"code": code, "round": round_no})
+            execution = self._execute(code)
+            execution["round"] = round_no
+            turn.messages.append({"role": "execution", **execution})
+            yield Event("execution", execution)
+            self.history.append({"role": "user", "content": execution["feedback"]})
+        turn.cancelled = self._cancel.is_set()
+        yield Event("done", {"turn": turn, "rounds": turn.rounds, "cancelled": turn.cancelled,
+                             "cached_tokens": sum(turn.cached_tokens)})
 
     def _execute(self, code: str) -> dict[str, Any]:
         if calls_input(code):

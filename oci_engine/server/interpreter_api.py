@@ -112,7 +112,8 @@ async def send_message(sid: str, body: SessionMessageRequest, request: Request):
                     return
                 if isinstance(ev, BaseException):
                     state.metrics.inc("oci_request_errors_total")
-                    yield sse({"message": to_api_error(ev).message}, event="error")
+                    err = to_api_error(ev)
+                    yield sse({"message": err.message, "type": err.type, "code": err.code}, event="error")
                     continue
                 if ev.type == "execution":
                     state.metrics.inc("oci_sandbox_executions_total")

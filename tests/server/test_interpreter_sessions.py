@@ -168,6 +168,20 @@ def test_client_leaving_mid_turn_cancels_it(server, client):
     client.delete(f"/v1/interpreter/sessions/{sid}")
 
 
+def test_a_message_too_long_for_the_context_fails_in_band_and_the_session_goes_on(server, client):
+    sid = new_session(client)
+    events = send(client, sid, "word " * 2100, max_tokens=8)
+    assert [n for n, _ in events] == ["round", "error"]
+    assert events[-1][1]["code"] == "context_length_exceeded" and "2048" in events[-1][1]["message"]
+    assert client.get(f"/v1/interpreter/sessions/{sid}").json()["messages"] == []
+    # the failed message left no trace in the conversation: the next one is answered
+    events = send(client, sid, "Say hi.", max_tokens=8)
+    assert [n for n, _ in events][-1] == "done" and "error" not in [n for n, _ in events]
+    assert [m["role"] for m in client.get(f"/v1/interpreter/sessions/{sid}").json()["messages"]][:2] == \
+        ["user", "assistant"]
+    client.delete(f"/v1/interpreter/sessions/{sid}")
+
+
 def test_sandbox_metrics_move(server, client):
     m = server.metrics()
     assert m["oci_sandbox_executions_total"] >= 1
