@@ -143,6 +143,7 @@
             setStatus("generating…");
           } else if (event === "error") {
             addElement("result failed", '<pre class="error">' + escapeHtml(ev.message) + "</pre>");
+            setStatus("error");
           } else if (event === "done") {
             setStatus("done · " + ev.rounds + " round(s)" +
               (ev.cached_tokens !== undefined ? " · " + ev.cached_tokens + " cached prompt tokens" : ""));
