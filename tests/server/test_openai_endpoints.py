@@ -186,3 +186,17 @@ def test_metrics_are_prometheus_text_and_counters_move(server, client):
     assert after['oci_time_to_first_token_seconds_bucket{le="+Inf"}'] == after["oci_time_to_first_token_seconds_count"]
     assert 0 <= after["oci_prefix_cache_hit_rate"] <= 1
     assert after["oci_kv_blocks_total"] == after["oci_kv_blocks_used"] + after["oci_kv_blocks_free"]
+
+
+def test_streaming_n_choices_match_the_non_streamed_ones(client):
+    kw = {"messages": CHAT, "n": 2, "temperature": 0.8, "seed": 7, "max_tokens": 12}
+    expected = [c["message"]["content"] for c in client.post("/v1/chat/completions", json=kw).json()["choices"]]
+    with client.stream("POST", "/v1/chat/completions", json={**kw, "stream": True}) as r:
+        chunks = sse_json(r)
+    texts, first = {0: "", 1: ""}, {}
+    for c in chunks:
+        (ch,) = c["choices"]
+        first.setdefault(ch["index"], ch["delta"])
+        texts[ch["index"]] += ch["delta"].get("content", "")
+    assert first[0]["role"] == "assistant" and first[1]["role"] == "assistant"
+    assert [texts[0], texts[1]] == expected
