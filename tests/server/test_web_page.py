@@ -102,3 +102,25 @@ def test_stop_button_stops_the_reply_and_new_session_clears(page, server):
     assert new != old
     assert httpx.get(f"{server.url}/v1/interpreter/sessions/{old}").status_code == 404
     assert httpx.get(f"{server.url}/v1/interpreter/sessions/{new}").json()["messages"] == []
+
+
+def test_page_asks_for_the_api_key_once(browser, smollm2_gguf):
+    from conftest import LiveServer
+
+    s = LiveServer(str(smollm2_gguf), max_model_len=512, kv_cache_memory=0.05, api_key="sekrit",
+                   served_model_name="smollm2-135m", sandbox_workers=1)
+    ctx = browser.new_context()
+    try:
+        pg = ctx.new_page()
+        asked = []
+        pg.on("dialog", lambda d: (asked.append(d.message), d.accept("sekrit")))
+        pg.goto(s.url + "/")
+        sync_api.expect(pg.locator("#status")).to_contain_text("ready", timeout=30_000)
+        sync_api.expect(pg.locator("#model-name")).to_have_text("smollm2-135m")
+        assert len(asked) == 1 and "API key" in asked[0]
+        pg.reload()  # remembered in this browser
+        sync_api.expect(pg.locator("#status")).to_contain_text("ready", timeout=30_000)
+        assert len(asked) == 1
+    finally:
+        ctx.close()
+        s.stop()

@@ -179,8 +179,9 @@
   });
   $("new-session").addEventListener("click", () => { newSession().catch((e) => setStatus(String(e))); });
 
-  fetch("/v1/models", { headers: headers() }).then((r) => r.json()).then((m) => {
-    if (m.data && m.data.length) $("model-name").textContent = m.data[0].id;
-  }).catch(() => {});
-  createSession().catch((e) => setStatus(String(e.message || e)));
+  // the session first: on a server with --api-key it asks for the key the model list needs too
+  createSession().catch((e) => setStatus(String(e.message || e))).then(() =>
+    fetch("/v1/models", { headers: headers() }).then((r) => r.json()).then((m) => {
+      if (m.data && m.data.length) $("model-name").textContent = m.data[0].id;
+    })).catch(() => {});
 })();
