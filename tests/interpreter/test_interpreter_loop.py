@@ -128,3 +128,37 @@ def test_cancel_stops_generation_and_runs_nothing(tokenizer, sandbox):
             it.cancel()
     assert "execution" not in seen and seen[-1] == "done"
     it.close()
+
+
+def test_a_turn_that_fails_leaves_no_trace_in_the_conversation(tokenizer, sandbox):
+    from oci_engine.errors import ContextLengthError
+
+    it, stream = make(tokenizer, sandbox, ["```python\nprint(1)\n```", "ok", "Hello again."])
+    it.send("first")
+    before = list(it.history)
+
+    def failing(prompt_ids, params, cancel):
+        raise ContextLengthError("the prompt has 9999 tokens, more than the model's context")
+        yield  # a generator, like every TokenStream
+
+    it.token_stream = failing
+    with pytest.raises(ContextLengthError):
+        it.send("x " * 5000)
+    assert it.history == before
+    # the conversation goes on as if the failed message had never been sent
+    it.token_stream = stream
+    turn = it.send("second")
+    assert turn.reply == "Hello again."
+    assert [m["role"] for m in it.history][-2:] == ["user", "assistant"]
+    assert "x x x" not in stream.prompts[-1]
+    it.close()
+
+
+def test_a_turn_torn_down_mid_reply_is_rolled_back(tokenizer, sandbox):
+    it, _ = make(tokenizer, sandbox, ["a long reply " * 20])
+    events = it.stream("hello")
+    next(events)  # round
+    next(events)  # first token
+    events.close()  # the consumer went away without cancelling
+    assert it.history == []
+    it.close()
