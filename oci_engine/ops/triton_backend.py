@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 
 from oci_engine.attention_metadata import AttentionMetadata
 from oci_engine.errors import BackendError
-from oci_engine.ops import Ops
+from oci_engine.ops import Ops, torch_backend
+from oci_engine.ops.torch_backend import embedding, linear
 
 
 def _interpreting() -> bool:
@@ -50,17 +50,7 @@ def prepare_linear(weight, dtype=torch.bfloat16, device="cuda") -> torch.Tensor:
     once a batch makes the GEMM compute-bound, and decode launch overhead is already removed by CUDA
     graphs. Revisit when a model must fit a GPU that only holds it quantized.
     """
-    if not isinstance(weight, torch.Tensor):
-        weight = weight.dequantize(torch.float32)
-    return weight.to(device=device, dtype=dtype).contiguous()
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    return F.linear(x, weight, bias)
-
-
-def embedding(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return F.embedding(ids, weight)
+    return torch_backend.prepare_linear(weight, dtype=dtype, device=device)
 
 
 def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
