@@ -81,28 +81,36 @@ class DecodeGraphs:
         bs = pick_batch_size(n, self.graphs) if self.graphs else None
         if bs is None:
             return self.step(dict(inputs))
-        for name, x in inputs.items():
-            buf = self.buffers[name]
-            buf[(slice(0, n),) + tuple(slice(0, s) for s in x.shape[1:])].copy_(x, non_blocking=True)
-            if bs > n:
-                buf[n:bs].fill_(self.pad.get(name, 0))
+        fill_static(self.buffers, inputs, bs, self.pad)
         graph, out = self.graphs[bs]
         graph.replay()
         return out[:n]
 
 
-def model_decode_graphs(model, kv_caches: list, max_blocks_per_seq: int, batch_sizes=DEFAULT_BATCH_SIZES,
-                        device="cuda") -> DecodeGraphs:
-    """Captured decode steps of a model (forward + logits of the one new token per sequence).
+def fill_static(buffers: Mapping[str, "object"], inputs: Mapping[str, "object"], bs: int,
+                pad: Mapping[str, float]) -> None:
+    """Copy a live batch of n <= bs rows into the leading rows (and columns) of the static buffers and
+    pad rows n..bs. Columns beyond the live ones keep stale values: a step must not read them
+    (attention reads a block-table row only up to its seq_len)."""
+    n = next(iter(inputs.values())).shape[0]
+    for name, x in inputs.items():
+        buf = buffers[name]
+        buf[(slice(0, n),) + tuple(slice(0, s) for s in x.shape[1:])].copy_(x, non_blocking=True)
+        if bs > n:
+            buf[n:bs].fill_(pad.get(name, 0))
 
-    Call the result with input_ids, positions, slot_mapping [B] int64, seq_lens [B] int32 and
-    block_tables [B, <= max_blocks_per_seq] int32 (all on the GPU); it returns logits [B, V].
+
+def model_decode_step(model, kv_caches: list, max_blocks_per_seq: int, rows: int, device="cuda"):
+    """(step, buffers, pad) of a model's decode step over static buffers of `rows` rows.
+
+    The step reads input_ids, positions, slot_mapping [B] int64, seq_lens [B] int32 and
+    block_tables [B, max_blocks_per_seq] int32 and returns logits [B, V]; padded rows write no KV
+    (slot -1) and attend to nothing (seq_len 0).
     """
     import torch
 
     from oci_engine.attention_metadata import AttentionMetadata
 
-    rows = max(batch_sizes)
     block_size = kv_caches[0][0].shape[1]
     i64, i32 = dict(dtype=torch.int64, device=device), dict(dtype=torch.int32, device=device)
     buffers = dict(input_ids=torch.zeros(rows, **i64), positions=torch.zeros(rows, **i64),
@@ -118,5 +126,15 @@ def model_decode_graphs(model, kv_caches: list, max_blocks_per_seq: int, batch_s
         hidden = model.forward(x["input_ids"], x["positions"], kv_caches, meta)
         return model.compute_logits(hidden)
 
-    # padded rows write no KV (slot -1) and attend to nothing (seq_len 0)
-    return DecodeGraphs(step, buffers, pad={"slot_mapping": -1}, batch_sizes=batch_sizes).capture()
+    return step, buffers, {"slot_mapping": -1}
+
+
+def model_decode_graphs(model, kv_caches: list, max_blocks_per_seq: int, batch_sizes=DEFAULT_BATCH_SIZES,
+                        device="cuda") -> DecodeGraphs:
+    """Captured decode steps of a model (forward + logits of the one new token per sequence).
+
+    Call the result with input_ids, positions, slot_mapping [B] int64, seq_lens [B] int32 and
+    block_tables [B, <= max_blocks_per_seq] int32 (all on the GPU); it returns logits [B, V].
+    """
+    step, buffers, pad = model_decode_step(model, kv_caches, max_blocks_per_seq, max(batch_sizes), device)
+    return DecodeGraphs(step, buffers, pad=pad, batch_sizes=batch_sizes).capture()

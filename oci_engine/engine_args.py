@@ -32,6 +32,7 @@ class EngineArgs:
     max_model_len: int | None = None
     seed: int | None = None
     device: str | None = None
+    enforce_eager: bool = False  # GPU only: run decode steps eagerly instead of replaying CUDA graphs
 
 
 def resolve_dtype(dtype, device: str):
@@ -144,6 +145,11 @@ def create_engine(args: EngineArgs):
                        enable_prefix_caching=args.enable_prefix_caching, max_num_seqs=args.max_num_seqs,
                        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=max_model_len,
                        eos_token_ids=eos, device=device)
+    if backend == "triton" and device != "cpu" and not args.enforce_eager:
+        from oci_engine.decode_graph_runner import DecodeGraphRunner
+
+        engine.runner.graphs = DecodeGraphRunner(model, kv_caches, args.block_size, engine.max_seq_len,
+                                                 args.max_num_seqs, device=device)
     engine.load_seconds = time.perf_counter() - t0
     _ensure_log_handler()
     logger.info("%s: backend %s, %s, KV cache %d blocks x %d tokens = %d tokens (%.2f GiB), ready in %.2f s",

@@ -32,6 +32,7 @@ class ModelRunner:
         self.eos_token_ids = tuple(eos_token_ids)
         self.device = torch.device(device)
         self._generators: dict[int, torch.Generator | None] = {}
+        self.graphs = None  # a DecodeGraphRunner when decode steps replay CUDA graphs (engine_args sets it)
 
     def release(self, seq: Sequence) -> None:
         self._generators.pop(seq.seq_id, None)
@@ -72,6 +73,9 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> StepResult:
+        if self.graphs is not None and self.graphs.handles(batch):
+            logits = self.graphs.logits(batch).float()
+            return self._sample(logits, [(seq, i) for i, seq in enumerate(batch.seqs)])
         input_ids, positions, meta, starts = self._metadata(batch)
         hidden = self.model.forward(input_ids, positions, self.kv_caches, meta)
 
@@ -105,6 +109,9 @@ class ModelRunner:
 
         if not samplers:
             return StepResult({})
+        return self._sample(logits, samplers)
+
+    def _sample(self, logits: torch.Tensor, samplers: list[tuple[Sequence, int]]) -> StepResult:
         sample_rows = []
         for seq, _ in samplers:
             p = seq.params

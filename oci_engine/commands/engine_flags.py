@@ -11,8 +11,11 @@ def add_engine_arguments(p) -> None:
     p.add_argument("--kv-cache-memory", type=float, default=None, metavar="GIB", help="KV cache pool size in GiB")
     p.add_argument("--max-model-len", type=int, default=None, help="cap the context length")
     p.add_argument("--no-prefix-caching", action="store_true", help="turn automatic prefix caching off")
+    p.add_argument("--enforce-eager", action="store_true",
+                   help="GPU: run decode steps eagerly instead of replaying captured CUDA graphs")
 
 
 def engine_kwargs(args) -> dict:
     return dict(backend=args.backend, dtype=args.dtype, kv_cache_memory=args.kv_cache_memory,
-                max_model_len=args.max_model_len, enable_prefix_caching=not args.no_prefix_caching)
+                max_model_len=args.max_model_len, enable_prefix_caching=not args.no_prefix_caching,
+                enforce_eager=args.enforce_eager)

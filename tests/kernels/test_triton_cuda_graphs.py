@@ -107,3 +107,93 @@ def test_model_decode_graphs_match_eager_decode(tiny_checkpoint):
     eager = model.compute_logits(model.forward(dec["input_ids"], dec["positions"], kv, meta))
     assert logits.shape == eager.shape
     assert (logits - eager).abs().max().item() <= 1e-2 * eager.abs().max().item()
+
+
+def _prefilled_tiny(tiny_checkpoint, device, dtype):
+    """A tiny Llama on the triton backend with three sequences (20, 37, 5 tokens) prefilled into its cache."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
+    from paged_runner import load_tiny
+
+    from oci_engine.attention_metadata import AttentionMetadata
+    from oci_engine.models import allocate_kv_cache, build_model
+
+    config, tensors = load_tiny(tiny_checkpoint("llama", hidden_size=256, num_attention_heads=4,
+                                                num_key_value_heads=1))
+    model = build_model(config, tensors, backend="triton", dtype=dtype, device=device)
+    bs = 16
+    kv = allocate_kv_cache(config, 32, bs, dtype, device=device)
+    lens = [20, 37, 5]
+    tables = torch.tensor([[0, 1, 0], [2, 3, 4], [5, 0, 0]], dtype=torch.int32, device=device)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 256, (sum(lens),), generator=g).to(device)
+    pos = torch.cat([torch.arange(n) for n in lens]).to(device)
+    slots = torch.cat([tables[i, torch.arange(n) // bs].long().cpu() * bs + torch.arange(n) % bs
+                       for i, n in enumerate(lens)]).to(device)
+    starts = torch.tensor([0, 20, 57, 62], dtype=torch.int32, device=device)
+    seq_lens = torch.tensor(lens, dtype=torch.int32, device=device)
+    model.forward(ids, pos, kv, AttentionMetadata(slots, starts, seq_lens, tables, 37, 37, False))
+    new_pos = seq_lens.long()
+    dec = dict(input_ids=torch.tensor([7, 8, 9], device=device), positions=new_pos,
+               slot_mapping=torch.stack([tables[i, p // bs].long() * bs + p % bs for i, p in enumerate(new_pos)]),
+               seq_lens=seq_lens + 1, block_tables=tables)
+    meta = AttentionMetadata(dec["slot_mapping"], starts.new_tensor([0, 1, 2, 3]), dec["seq_lens"], tables, 1, 38,
+                             True)
+    return model, kv, dec, meta
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter path; on a GPU the captured graph is tested")
+def test_padded_static_decode_step_matches_eager(tiny_checkpoint):
+    """The step a CUDA graph captures, run here in the interpreter: a live batch of 3 copied into
+    static buffers of a wider block table, padded to a bucket of 8 (pad rows: slot -1, seq_len 0),
+    gives the eager decode step's logits for the live rows and writes the KV cache only where eager does."""
+    from oci_engine.cuda_graphs import fill_static, model_decode_step
+
+    model, kv, dec, meta = _prefilled_tiny(tiny_checkpoint, "cpu", torch.float32)
+    kv_before = [(k.clone(), v.clone()) for k, v in kv]
+    step, buffers, pad = model_decode_step(model, kv, max_blocks_per_seq=6, rows=8, device="cpu")
+    for name, buf in buffers.items():
+        buf.fill_(5)  # stale values from an earlier replay must not leak into this one
+    fill_static(buffers, dec, 8, pad)
+    assert buffers["slot_mapping"][3:].eq(-1).all() and buffers["seq_lens"][3:].eq(0).all()
+    padded = step({name: buf[:8] for name, buf in buffers.items()})[:3].clone()
+    kv_graph = [(k.clone(), v.clone()) for k, v in kv]
+
+    for (k, v), (k0, v0) in zip(kv, kv_before):
+        k.copy_(k0)
+        v.copy_(v0)
+    eager = model.compute_logits(model.forward(dec["input_ids"], dec["positions"], kv, meta))
+    assert torch.isfinite(padded).all()
+    assert (padded - eager).abs().max().item() <= 1e-4
+    written = dec["slot_mapping"].tolist()
+    for (kg, vg), (k, v), (k0, v0) in zip(kv_graph, kv, kv_before):
+        for got, want, before in ((kg, k, k0), (vg, v, v0)):
+            # the live rows' K/V as eager writes them (the padded GEMM may round differently), and
+            # nothing else touched: padding rows wrote nowhere
+            assert (got - want).abs().max().item() <= 1e-5
+            flat_got, flat_before = got.flatten(0, 1), before.flatten(0, 1)
+            untouched = torch.ones(flat_got.shape[0], dtype=torch.bool)
+            untouched[written] = False
+            assert torch.equal(flat_got[untouched], flat_before[untouched])
+
+
+@cuda
+def test_engine_decode_through_graphs_matches_enforce_eager(tiny_checkpoint):
+    """LLM on the triton backend replays captured decode graphs by default; its greedy tokens for a
+    batch of mixed lengths equal those of enforce_eager=True."""
+    from oci_engine import LLM, SamplingParams
+
+    path = tiny_checkpoint("llama", hidden_size=256, num_attention_heads=4, num_key_value_heads=1)
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, 256, (n,), generator=g).tolist() for n in (5, 17, 40, 3, 64)]
+    sp = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
+    outs = {}
+    for eager in (False, True):
+        llm = LLM(str(path), backend="triton", dtype="float32", max_num_seqs=8, kv_cache_memory=0.05,
+                  enforce_eager=eager)
+        assert (llm.engine.runner.graphs is None) == eager
+        outs[eager] = [o.outputs[0].token_ids for o in llm.generate(prompt_token_ids=prompts, sampling_params=sp,
+                                                                     use_tqdm=False)]
+    assert outs[False] == outs[True]
