@@ -30,7 +30,8 @@ class DecodeGraphRunner:
         self.device = torch.device(device)
         sizes = batch_sizes or graph_batch_sizes(max_num_seqs)
         self.max_batch = max(sizes)
-        self.graphs = model_decode_graphs(model, kv_caches, self.width, sizes, device=device)
+        with torch.inference_mode():  # as the eager steps run (ModelRunner.execute)
+            self.graphs = model_decode_graphs(model, kv_caches, self.width, sizes, device=device)
 
     def handles(self, batch: ScheduledBatch) -> bool:
         """One new token per sequence, each the last one it has (so each is sampled), no prompt logprobs."""
@@ -46,7 +47,8 @@ class DecodeGraphRunner:
         bs = self.block_size
         n = len(batch.seqs)
         ids, pos, slots, lens = [], [], [], []
-        cols = max(len(s.block_table) for s in batch.seqs)
+        # Attention reads a row only up to its seq_len; blocks held beyond that are not passed.
+        cols = max(-(-(s.num_computed_tokens + 1) // bs) for s in batch.seqs)
         table = torch.zeros(n, cols, dtype=torch.int32)
         for i, seq in enumerate(batch.seqs):
             p = seq.num_computed_tokens
@@ -54,7 +56,8 @@ class DecodeGraphRunner:
             pos.append(p)
             slots.append(seq.block_table[p // bs] * bs + p % bs)
             lens.append(p + 1)
-            table[i, :len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
+            used = seq.block_table[:-(-(p + 1) // bs)]
+            table[i, :len(used)] = torch.tensor(used, dtype=torch.int32)
         dev = self.device
         inputs = dict(input_ids=torch.tensor(ids, dtype=torch.int64).to(dev, non_blocking=True),
                       positions=torch.tensor(pos, dtype=torch.int64).to(dev, non_blocking=True),

@@ -197,3 +197,53 @@ def test_engine_decode_through_graphs_matches_enforce_eager(tiny_checkpoint):
         outs[eager] = [o.outputs[0].token_ids for o in llm.generate(prompt_token_ids=prompts, sampling_params=sp,
                                                                      use_tqdm=False)]
     assert outs[False] == outs[True]
+
+
+class _StaticReplay:
+    """DecodeGraphs without the capture: the live batch goes through the same static buffers and
+    padding (fill_static) and the captured step function runs on them eagerly. Only CUDA's replay
+    itself is missing, which the GPU tests above cover."""
+
+    def __init__(self, step, buffers, pad, batch_sizes):
+        self.step, self.buffers, self.pad, self.sizes = step, buffers, pad, batch_sizes
+        self.calls = 0
+
+    def __call__(self, inputs):
+        from oci_engine.cuda_graphs import fill_static, pick_batch_size
+
+        n = inputs["input_ids"].shape[0]
+        bs = pick_batch_size(n, self.sizes)
+        fill_static(self.buffers, inputs, bs, self.pad)
+        self.calls += 1
+        return self.step({name: buf[:bs] for name, buf in self.buffers.items()})[:n]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter path; on a GPU the real graphs are tested")
+def test_engine_decode_steps_through_static_buffers_match_eager(tiny_checkpoint):
+    """The engine's graph path on the CPU: ModelRunner hands decode steps to a DecodeGraphRunner, which
+    builds the step's inputs from the scheduled sequences (block tables cut to the blocks in use) and
+    pads them into a bucket; greedy tokens of a mixed batch, some finishing early, equal the eager run's."""
+    from oci_engine import LLM, SamplingParams
+    from oci_engine.cuda_graphs import model_decode_step
+    from oci_engine.decode_graph_runner import DecodeGraphRunner
+
+    path = tiny_checkpoint("llama", hidden_size=256, num_attention_heads=4, num_key_value_heads=1)
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, 256, (n,), generator=g).tolist() for n in (5, 17, 40)]
+    params = [SamplingParams(temperature=0.0, max_tokens=m, ignore_eos=True) for m in (12, 20, 6)]
+    outs = []
+    for static in (False, True):
+        llm = LLM(str(path), backend="triton", dtype="float32", device="cpu", max_num_seqs=4, kv_cache_memory=0.01)
+        if static:
+            runner = DecodeGraphRunner.__new__(DecodeGraphRunner)
+            engine = llm.engine
+            runner.block_size, runner.device, runner.max_batch = engine.kv.block_size, torch.device("cpu"), 4
+            runner.width = -(-engine.max_seq_len // runner.block_size)
+            runner.graphs = _StaticReplay(*model_decode_step(engine.runner.model, engine.runner.kv_caches,
+                                                             runner.width, 4, device="cpu"), [1, 2, 4])
+            engine.runner.graphs = runner
+        res = llm.generate(prompt_token_ids=prompts, sampling_params=params, use_tqdm=False)
+        outs.append([o.outputs[0].token_ids for o in res])
+    assert runner.graphs.calls >= 19  # every decode step after the prefills went through the static path
+    assert outs[0] == outs[1]
+    assert [len(t) for t in outs[1]] == [12, 20, 6]
