@@ -11,9 +11,10 @@ DEFAULT_MBPP = os.path.join("..", "shared", "data", "mbpp.jsonl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from oci_engine.commands.engine_flags import add_engine_arguments
+
     parser.add_argument("benchmark", choices=["humaneval", "mbpp"])
-    parser.add_argument("-m", "--model", default=None, help="registry name, .gguf file or HF model dir "
-                        "(default: the embedded smollm2-135m)")
+    add_engine_arguments(parser)  # a long feedback run wants --kv-cache-memory like any other command
     parser.add_argument("--data", help="task file: MBPP's original mbpp.jsonl (required for mbpp unless "
                         f"{DEFAULT_MBPP} exists); for humaneval, another HumanEval.jsonl(.gz)")
     parser.add_argument("--split", default="test", help="MBPP split: test (11-510, default), prompt, validation, "
@@ -90,10 +91,11 @@ def run(args: argparse.Namespace) -> int:
                 title = f"{args.benchmark}: {os.path.basename(args.samples)}"
             else:
                 from oci_engine import LLM
+                from oci_engine.commands.engine_flags import engine_kwargs
                 from oci_engine.evals.prompts import resolve_style
 
                 model = args.model or "smollm2-135m"
-                llm = LLM(model)
+                llm = LLM(model, **engine_kwargs(args))
                 style = resolve_style(args.prompt_style, model, llm.tokenizer)
                 cfg = RunConfig(style=style, n=args.n, temperature=args.temperature, top_p=args.top_p,
                                 max_tokens=args.max_tokens, seed=args.seed, batch_size=args.batch_size,

@@ -9,10 +9,13 @@ from oci_engine.cli import main
 pytestmark = pytest.mark.slow
 
 
-def test_humaneval_with_one_feedback_round(smollm2_gguf, tmp_path, capsys):
+def test_humaneval_with_one_feedback_round(smollm2_gguf, tmp_path, capsys, caplog):
     out = tmp_path / "smol.jsonl"
+    caplog.set_level("INFO", logger="oci_engine")
     assert main(["eval", "humaneval", "-m", str(smollm2_gguf), "--limit", "1", "--feedback-rounds", "1",
-                 "--max-tokens", "32", "--output", str(out), "--workers", "2"]) == 0
+                 "--max-tokens", "32", "--output", str(out), "--workers", "2", "--kv-cache-memory", "0.25"]) == 0
+    # The engine flags reach the engine (a long feedback run needs a bigger KV pool than the default).
+    assert "(0.25 GiB)" in caplog.text
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["task_id"] for r in rows] == ["HumanEval/0"]
     for r in rows:
