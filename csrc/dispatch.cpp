@@ -244,6 +244,10 @@ void attention(uintptr_t q, uintptr_t kc, uintptr_t vc, bool bf16_cache, uintptr
 
 }  // namespace
 
+const KernelTable& active_table() { return T(); }
+bool bf16_gemm_active() { return &T() == &table_avx512() && has_bf16_gemm(); }
+int bf16_min_rows() { return g_bf16_min_rows; }
+
 void register_kernels(py::module_& m) {
     using R = py::call_guard<py::gil_scoped_release>;
     m.def("supported_isas", &supported_isas, "ISA paths this CPU can run, slowest first");

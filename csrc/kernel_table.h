@@ -56,6 +56,13 @@ struct Bf16Kernels {
 };
 const Bf16Kernels& bf16_kernels();
 
+// The path dispatch.cpp resolved (OCI_ENGINE_ISA or the fastest), and whether / from how many rows
+// its GEMM expands weights to bf16: shared by the per-op entry points and the decoder stack, so both
+// make the same choice and produce the same numbers.
+const KernelTable& active_table();
+bool bf16_gemm_active();
+int bf16_min_rows();
+
 const KernelTable& table_scalar();
 const KernelTable& table_avx2();
 const KernelTable& table_avx512();

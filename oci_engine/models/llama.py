@@ -86,6 +86,7 @@ class LlamaForCausalLM:
         # at the window keeps every key inside it, where Mistral's windowed attention is full.
         self.max_model_len = min(self.cos_sin.shape[0], config.sliding_window or 1 << 62)
         self.layers: list[dict] = []
+        self.fused = None  # the backend's whole-stack op for small steps, if it has one
         self.loaded = False
 
     # ---- weights ----------------------------------------------------------------------------
@@ -147,6 +148,10 @@ class LlamaForCausalLM:
         # also carries an lm_head copy.
         tied = self.config.tie_word_embeddings or "lm_head.weight" not in tensors
         self.lm_head = self.embed if tied else ops.prepare_linear(tensors["lm_head.weight"], dtype=dt, device=dev)
+        self.fused = ops.fuse_decoder(
+            layers=self.layers, final_norm=self.norm, num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
+            head_dim=self.head_dim, eps=self.config.rms_norm_eps, scale=self.scale,
+            cos_sin=self.cos_sin) if ops.fuse_decoder else None
         self.loaded = True
 
     # ---- forward ----------------------------------------------------------------------------
@@ -175,6 +180,10 @@ class LlamaForCausalLM:
             raise ValueError(f"forward got {len(kv_caches)} KV caches for {len(self.layers)} layers; "
                              "allocate them with models.allocate_kv_cache(config, ...)")
         h = ops.embedding(input_ids, self.embed)
+        if self.fused is not None:
+            out = self.fused(h, positions, kv_caches, meta)
+            if out is not None:
+                return out
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches):
             if residual is None:

@@ -14,6 +14,11 @@ bound at load time by `get_ops(name)`. Signatures (T = new tokens in the step, H
   write_kv(k[T, nkv, d], v, k_cache, v_cache, slot_mapping)
   attention(q[T, nh, d], k_cache, v_cache, meta: AttentionMetadata, scale) -> [T, nh, d]
       causal over each sequence's cached prefix + its new tokens (K/V already written)
+
+Optional (None where a backend has none; the model then runs the ops above one by one):
+  fuse_decoder(layers=, final_norm=, num_heads=, num_kv_heads=, head_dim=, eps=, scale=, cos_sin=)
+      -> run | None, called once at load with the Llama model's per-layer weights; run(h[T, H], positions,
+      kv_caches, meta) -> final-normed hidden [T, H], or None for a step it does not cover
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ class Ops:
     silu_and_mul: Callable
     write_kv: Callable
     attention: Callable
+    fuse_decoder: Callable | None = None
 
 
 def get_ops(name: str) -> Ops:

@@ -143,6 +143,14 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, met
     return out
 
 
+def fuse_decoder(**kwargs):
+    """The whole decoder stack of a small step in one C++ call (cpu_decoder.py); imported lazily,
+    since that module builds on this one."""
+    from oci_engine.ops.cpu_decoder import fuse_decoder as fuse
+
+    return fuse(**kwargs)
+
+
 OPS = Ops(
     name="cpu",
     prepare_linear=prepare_linear,
@@ -154,4 +162,5 @@ OPS = Ops(
     silu_and_mul=silu_and_mul,
     write_kv=write_kv,
     attention=attention,
+    fuse_decoder=fuse_decoder,
 )
