@@ -25,16 +25,27 @@ def _no_input(prompt=""):
     raise EOFError(NO_INPUT)
 
 
+def _stream(fd):
+    return io.TextIOWrapper(io.FileIO(fd, "wb", closefd=False), encoding="utf-8",
+                            errors="backslashreplace", write_through=True)
+
+
+_streams = []  # the wrappers of fds 1 and 2, made once: they follow whatever file the fd holds
+
+
 class Capture:
     """fds 1 and 2 already point at memory files (the zygote holds them too, so output written
-    before a kill is not lost); Python's streams write straight through to them."""
+    before a kill is not lost); Python's streams write straight through to them.
+
+    The stream objects are made once, in the process every cell is forked from, and reused: a
+    fresh fork holds its own pristine copy, and a session's next cell gets them back unless a
+    cell closed them. Building them in each child would touch (and so copy) some 70 pages."""
 
     def __init__(self, out_fd, err_fd):
         self.out, self.err = out_fd, err_fd
-        self.stdout = io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), encoding="utf-8",
-                                       errors="backslashreplace", write_through=True)
-        self.stderr = io.TextIOWrapper(io.FileIO(2, "wb", closefd=False), encoding="utf-8",
-                                       errors="backslashreplace", write_through=True)
+        if not _streams or _streams[0].closed or _streams[1].closed:
+            _streams[:] = [_stream(1), _stream(2)]
+        self.stdout, self.stderr = _streams
         sys.stdout, sys.stderr = self.stdout, self.stderr
         sys.__stdout__, sys.__stderr__ = self.stdout, self.stderr
 
@@ -56,14 +67,77 @@ class Capture:
                 + os.pread(fd, tail, size - tail).decode("utf-8", "replace"))
 
 
+class _NumpySeeder:
+    """Reseeds numpy's global (legacy) generator in a fresh fork.
+
+    `fast()` writes OS entropy straight into the MT19937 state: 624 random words are exactly a
+    state that seeding could produce, and it skips numpy's seeding machinery, which in a fresh
+    fork copies some 150 pages (0.5 ms). It needs no pending Gaussian in the legacy generator,
+    which holds where the state was just seeded and never drawn from (the template); elsewhere
+    `full()` resets that too."""
+    KEY_BYTES = 624 * 4
+
+    def __init__(self):
+        self.addr = None
+        np = sys.modules.get("numpy")
+        if np is None:
+            return
+        try:
+            import ctypes
+            bg = np.random.mtrand._rand._bit_generator
+            if type(bg).__name__ != "MT19937":
+                return
+            addr = bg.ctypes.state_address
+            probe = bytes(range(256)) * 9 + bytes(self.KEY_BYTES - 256 * 9)
+            ctypes.memmove(addr, probe + (7).to_bytes(4, "little"), self.KEY_BYTES + 4)
+            st = bg.state["state"]
+            if st["key"].tobytes() == probe and st["pos"] == 7:  # the layout is what we think
+                self.addr, self._memmove = addr, ctypes.memmove
+        except Exception:
+            self.addr = None
+        np.random.seed()  # fresh entropy, no pending Gaussian, whatever the probe did
+
+    def fast(self):
+        if self.addr is None:
+            return self.full()
+        # pos = 624: the next draw regenerates the whole block from the new key
+        self._memmove(self.addr, os.urandom(self.KEY_BYTES) + b"\x70\x02\x00\x00",
+                      self.KEY_BYTES + 4)
+
+    @staticmethod
+    def full():
+        np = sys.modules.get("numpy")
+        if np is not None:
+            np.random.seed()
+
+
+_numpy_seeder = None
+
+
+def prepare_process():
+    """What every cell's process needs and that is the same for all: done once in the template."""
+    global _numpy_seeder
+    builtins.input = _no_input
+    sys.stdin = io.StringIO()
+    _numpy_seeder = _NumpySeeder()
+
+
+def reseed_fresh():
+    """In a fork of the template: its generators were seeded and never drawn from."""
+    random.seed()
+    if _numpy_seeder is not None:
+        _numpy_seeder.fast()
+    else:
+        _NumpySeeder.full()
+
+
 def reseed():
     random.seed()
-    np = sys.modules.get("numpy")
-    if np is not None:
-        np.random.seed()
+    _NumpySeeder.full()
 
 
 def prepare(namespace):
+    """A session's cell: its state may have replaced input/stdin or drawn random numbers."""
     builtins.input = _no_input
     sys.stdin = io.StringIO()
     reseed()

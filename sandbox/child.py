@@ -11,7 +11,7 @@ import select
 import signal
 import socket
 
-from . import cell, limits as limits_mod, protocol
+from . import cell, hugepages, limits as limits_mod, protocol
 
 CHANNEL_FD = 3  # the child's only socket: its result channel to the zygote
 OUT_FD, ERR_FD = 4, 5  # memory files the zygote also holds, so output survives a kill
@@ -61,6 +61,13 @@ def template(z, ctrl_fd):
     limits_mod.apply_static_rlimits(z.policy.limits)
     limits_mod.drop_privileges(z.in_user_ns, z.policy.unprivileged_uid, z.policy.unprivileged_gid)
     os.environ.update(HOME=".", TMPDIR=".")  # relative: each child's own work directory
+    # A cell's streams, namespace and stand-ins made here once: each fork gets a pristine copy
+    # and need not build (and so copy the pages of) its own.
+    capture = cell.Capture(OUT_FD, ERR_FD)
+    namespace = cell.new_namespace()
+    cell.prepare_process()
+    z.template_filter.load()  # the first stage of every one-shot child's filter
+    hugepages.collapse_heap()
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w)
@@ -94,7 +101,7 @@ def template(z, ctrl_fd):
                     except OSError:  # out of memory or processes: this spare is not coming
                         pid = None
                     if pid == 0:
-                        spare(z, fds, header["workdir"])
+                        spare(z, fds, header["workdir"], capture, namespace)
                     protocol.send(ctrl, {"op": "forked", "pid": pid})
                 for fd in fds:
                     os.close(fd)
@@ -103,14 +110,13 @@ def template(z, ctrl_fd):
 SPARE_CPU_S = 3600  # lowered to the cell's own budget once its code arrives
 
 
-def spare(z, fds, workdir):
+def spare(z, fds, workdir, capture, namespace):
     """A one-shot child forked ahead of demand: isolated and seeded, waiting for its code."""
     chan = None
     try:
         isolate(z, *fds, workdir, SPARE_CPU_S, session=False, pre_isolated=True)
         chan = socket.socket(fileno=CHANNEL_FD)
-        capture = cell.Capture(OUT_FD, ERR_FD)
-        namespace = cell.prepare(cell.new_namespace())
+        cell.reseed_fresh()
         frame = protocol.FrameReader(chan).recv()
         if frame is None or frame[0].get("op") != "cell":
             os._exit(0)

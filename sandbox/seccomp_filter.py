@@ -4,6 +4,14 @@ libseccomp turns `SyscallPolicy` into a BPF program; exporting the bytes once an
 with the bare seccomp(2) call keeps the per-child cost at one syscall instead of a recompile.
 Two variants exist: one-shot children may never create a process; session processes ask the
 zygote (seccomp user notification) for the single fork that starts each of their cells.
+
+The one-shot filter is loaded in two stages, because attaching a filter costs the kernel a pass
+over every syscall number (its allow cache) and a large program makes that a quarter of a
+millisecond per child. The template, which forks every one-shot child, loads the whole filter
+minus what it and a child's set-up still need (`RELAXED`: creating a process, a new session);
+each child then adds a tiny filter that takes exactly those back with the very actions the whole
+filter gives them. The kernel applies the strictest answer of all the filters a process holds,
+so a child ends up with precisely the one-shot policy, and the template itself runs restricted.
 """
 import ctypes
 import errno
@@ -41,9 +49,24 @@ def _add(flt, action, name, *args):
         pass  # not a syscall on this architecture (e.g. "open" on aarch64)
 
 
-def build(policy, session=False):
-    """Return the filter for `policy` as raw BPF bytes (8 bytes per instruction)."""
+RELAXED = ("setsid", "setpgid")  # plus clone without CLONE_THREAD, see build()
+
+
+def _policy_action(sc, name):
+    """What the whole filter does with `name` (unconditional rules; the first one added wins)."""
+    for group, act in ((sc.allow, "allow"), (sc.eperm, "eperm"), (sc.enosys, "enosys"),
+                       (sc.kill, "kill")):
+        if name in group:
+            return act
+    return sc.default
+
+
+def build(policy, session=False, stage=None):
+    """Return the filter for `policy` as raw BPF bytes (8 bytes per instruction).
+    stage: None for the whole filter; "template" and "child" for the two one-shot halves."""
     sc = policy.syscalls
+    if stage == "child":
+        return _build_child_stage(sc)
     flt = seccomp.SyscallFilter(_action(sc.default))
     # Only the native ABI: x32 and i386 entry points hit the bad-arch action.
     flt.set_attr(seccomp.Attr.ACT_BADARCH, _action(sc.foreign_abis))
@@ -53,13 +76,18 @@ def build(policy, session=False):
         for name in group:
             if session and name in ("setsid", "setpgid"):
                 continue  # handled below
+            if stage == "template" and name in RELAXED:
+                continue  # the child stage takes these back
             _add(flt, _action(act), name)
+    if stage == "template":
+        for name in RELAXED:
+            _add(flt, seccomp.ALLOW, name)
     if "AF_UNIX" in sc.socket_families:
         _add(flt, seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, AF_UNIX))
     if sc.threads:
         _add(flt, seccomp.ALLOW, "clone",
              seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD | CLONE_NS, CLONE_THREAD))
-    if sc.processes:
+    if sc.processes or stage == "template":
         _add(flt, seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD | CLONE_NS, 0))
     elif session:
         # The zygote answers: it grants exactly one fork per cell the host asked for.
@@ -73,6 +101,24 @@ def build(policy, session=False):
     if session:
         _add(flt, seccomp.ERRNO(errno.EPERM), "setsid")
         _add(flt, seccomp.ERRNO(errno.EPERM), "setpgid")
+    return _export(flt)
+
+
+def _build_child_stage(sc):
+    """Everything allowed (the template's filter decides) but what the template stage relaxed."""
+    flt = seccomp.SyscallFilter(seccomp.ALLOW)
+    flt.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.ALLOW)  # the template's filter already decides
+    for name in RELAXED:
+        act = _policy_action(sc, name)
+        if act != "allow":
+            _add(flt, _action(act), name)
+    if not sc.processes:
+        _add(flt, _action(sc.default), "clone",
+             seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD | CLONE_NS, 0))
+    return _export(flt)
+
+
+def _export(flt):
     fd = os.memfd_create("bpf")
     try:
         flt.export_bpf(os.fdopen(os.dup(fd), "wb", closefd=True))

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 
-from . import namespaces, protocol, seccomp_filter, zygote_sessions, zygote_spares
+from . import hugepages, namespaces, protocol, seccomp_filter, zygote_sessions, zygote_spares
 from .policy import Policy
 
 PR_SET_DUMPABLE = 4
@@ -27,7 +27,9 @@ PR_SET_CHILD_SUBREAPER = 36
 class Zygote:
     def __init__(self, host, reader, policy):
         self.host, self.host_reader, self.policy = host, reader, policy
-        self.oneshot_filter = seccomp_filter.LoadedFilter(seccomp_filter.build(policy))
+        # One-shot children: the template holds the first stage, each child adds the second.
+        self.template_filter = seccomp_filter.LoadedFilter(seccomp_filter.build(policy, stage="template"))
+        self.oneshot_filter = seccomp_filter.LoadedFilter(seccomp_filter.build(policy, stage="child"))
         self.session_filter = seccomp_filter.LoadedFilter(seccomp_filter.build(policy, session=True))
         self.sel = selectors.DefaultSelector()
         self.by_pid, self.sessions = {}, {}
@@ -268,6 +270,7 @@ def main():
     # or a child's first collection writes to (and so copies) every page of the heap.
     gc.collect()
     gc.freeze()
+    hugepages.collapse_heap()  # last: what the forks copy is now final
     zygote_spares.start_template(z)
     report["preloaded"] = loaded
     report["threads"] = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
