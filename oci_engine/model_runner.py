@@ -98,7 +98,10 @@ class ModelRunner:
                 rows.append(starts[i + 1] - 1)
         if not rows:
             return StepResult({})
-        logits = self.model.compute_logits(hidden[torch.tensor(rows, device=hidden.device)]).float()
+        # A decode step scores every row in order: no gather copy then.
+        picked = hidden if len(rows) == hidden.shape[0] and rows[-1] == len(rows) - 1 else \
+            hidden[torch.tensor(rows, device=hidden.device)]
+        logits = self.model.compute_logits(picked).float()
 
         for seq, first, pos, count in prompt_lp:
             if seq.prompt_logprobs is None:
@@ -126,5 +129,7 @@ class ModelRunner:
                 generator=self._generators[seq.seq_id],
                 eos_token_ids=self.eos_token_ids,
             ))
-        results = sample(logits[[r for _, r in samplers]], sample_rows)
+        idx = [r for _, r in samplers]
+        in_order = len(idx) == logits.shape[0] and idx[-1] == len(idx) - 1
+        results = sample(logits if in_order else logits[idx], sample_rows)
         return StepResult({seq.seq_id: r for (seq, _), r in zip(samplers, results)})

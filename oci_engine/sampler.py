@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from oci_engine.sampling_params import SamplingParams
@@ -61,6 +62,17 @@ def apply_penalties(logits: torch.Tensor, params: SamplingParams, prompt_ids: Se
         counts = torch.bincount(ids[ids < V], minlength=V).to(device=logits.device, dtype=out.dtype)
         out = out - params.frequency_penalty * counts - params.presence_penalty * (counts > 0).to(out.dtype)
     return out
+
+
+def _argmax_rows(x: torch.Tensor, rows: list[int]) -> list[int]:
+    """argmax of the picked rows of x [B, V]. On the CPU through numpy: torch's argmax reduction is
+    ~12x slower there (420 us vs 35 us for 16 x 49k logits, a few % of a batched decode step).
+    Both return the first index of the maximum."""
+    whole = len(rows) == x.shape[0]
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        a = x.numpy()
+        return np.argmax(a if whole else a[rows], axis=-1).tolist()
+    return (x if whole else x[rows]).argmax(dim=-1).tolist()
 
 
 def _truncate(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
@@ -138,7 +150,7 @@ def sample(logits: torch.Tensor, rows: Sequence[SamplingRow]) -> list[SampleResu
     tokens = [0] * B
     greedy = [i for i, r in enumerate(rows) if r.params.greedy]
     if greedy:
-        for i, t in zip(greedy, x[greedy].argmax(dim=-1).tolist()):
+        for i, t in zip(greedy, _argmax_rows(x, greedy)):
             tokens[i] = t
     sampled = [i for i, r in enumerate(rows) if not r.params.greedy]
     if sampled:
