@@ -69,6 +69,25 @@ def test_numpy_available_and_random_reseeded(sb, guard):
     assert x[0] != y[0] and x[1] != y[1]  # a fork must not replay the zygote's random stream
 
 
+def test_numpy_reseed_gives_a_working_generator(sb, guard):
+    # Every draw kind of the legacy generator after the reseed, including the cached Gaussian.
+    code = ("import numpy as np\na = np.random.standard_normal(3)\nb = np.random.randint(0, 2**31, 4)\n"
+            "st = np.random.get_state()\nprint(st[0], len(st[1]), st[3], len(set(b.tolist())), "
+            "bool(np.all(np.isfinite(a))))")
+    outs = [sb.run(code) for _ in range(3)]
+    assert all(r.error is None and r.stdout.split()[0] == "MT19937" and r.stdout.split()[1] == "624"
+               and r.stdout.split()[-1] == "True" for r in outs)
+    draws = [sb.run("import numpy as np\nprint(np.random.standard_normal())").stdout for _ in range(3)]
+    assert len(set(draws)) == 3
+
+
+def test_session_cells_reseed_too(sb, guard):
+    with sb.session() as s:
+        s.run("import numpy as np")
+        a, b = s.run("np.random.standard_normal()").stdout, s.run("np.random.standard_normal()").stdout
+    assert a != b
+
+
 def test_unicode_round_trip(sb, guard):
     r = sb.run("print('héllo 世界 🎉')\n'ünï'")
     assert r.stdout == "héllo 世界 🎉\n'ünï'\n"

@@ -98,3 +98,18 @@ def test_setuid_and_capabilities_gone(sb, guard):
     r = sb.run(code)
     assert r.stdout == "0000000000000000 0000000000000000 1 2\n"
     guard.no_secret(r)
+
+
+def test_new_session_or_group_refused(sb, guard):
+    # The template that forks every one-shot cell may call these; its cells may not (the second
+    # stage of their filter takes them back).
+    r = sb.run("import os\nfor f in (os.setsid, lambda: os.setpgid(0, 0)):\n"
+               "    try:\n        f()\n        print('allowed')\n"
+               "    except PermissionError:\n        print('refused')")
+    assert r.error is None and r.stdout == "refused\nrefused\n"
+
+
+def test_threads_still_allowed_under_the_two_stage_filter(sb, guard):
+    r = sb.run("import threading\nout = []\nts = [threading.Thread(target=out.append, args=(i,)) "
+               "for i in range(8)]\n[t.start() for t in ts]\n[t.join() for t in ts]\nsorted(out)")
+    assert r.error is None and r.stdout == "[0, 1, 2, 3, 4, 5, 6, 7]\n"
