@@ -13,6 +13,7 @@ import json
 import linecache
 import os
 import random
+import struct
 import sys
 import traceback
 
@@ -197,8 +198,9 @@ def describe_exception(e):
 
 def figures():
     plt = sys.modules.get("matplotlib.pyplot")
-    if plt is None:
-        return []
+    helpers = sys.modules.get("matplotlib._pylab_helpers")
+    if plt is None or (helpers is not None and not helpers.Gcf.figs):
+        return []  # nothing open: skip pyplot's own bookkeeping
     images = []
     try:
         for num in plt.get_fignums():
@@ -219,11 +221,36 @@ def output_only(out_fd, err_fd, limits):
                        "error": None, "images": []}).encode()
 
 
+PLAIN = b"\x00"  # a body that is not JSON: PLAIN, u32 stdout length, u32 stderr length, both UTF-8
+_LENGTHS = struct.Struct("<II")
+
+
+def plain_body(stdout, stderr):
+    out, err = stdout.encode("utf-8", "surrogatepass"), stderr.encode("utf-8", "surrogatepass")
+    return PLAIN + _LENGTHS.pack(len(out), len(err)) + out + err
+
+
+def parse_plain(body):
+    """{'stdout', 'stderr'} from a PLAIN body, or {} if it is malformed (it comes from the cell)."""
+    if len(body) < 1 + _LENGTHS.size:
+        return {}
+    n_out, n_err = _LENGTHS.unpack_from(body, 1)
+    start = 1 + _LENGTHS.size
+    if start + n_out + n_err != len(body):
+        return {}
+    return {"stdout": body[start:start + n_out].decode("utf-8", "replace"),
+            "stderr": body[start + n_out:].decode("utf-8", "replace")}
+
+
 def finish(capture, limits, error):
-    """The result body: JSON, with images base64-encoded."""
+    """The result body: PLAIN when there is only output (the common case, and json's first use
+    in a fresh fork is costly), else JSON with images base64-encoded."""
     capture.flush()
     images = figures()
     capture.flush()
+    if error is None and not images:
+        return plain_body(Capture.read(capture.out, limits.stdout_bytes),
+                          Capture.read(capture.err, limits.stderr_bytes))
     return json.dumps({
         "stdout": Capture.read(capture.out, limits.stdout_bytes),
         "stderr": Capture.read(capture.err, limits.stderr_bytes),

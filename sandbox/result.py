@@ -17,6 +17,8 @@ import json
 import signal as _signal
 from dataclasses import dataclass, field
 
+from .cell import PLAIN, parse_plain
+
 
 @dataclass(slots=True)
 class CellError:
@@ -58,7 +60,9 @@ def from_done(header, body, timed_out, duration_s, timeout):
     every field is type-checked and nothing in it can claim a verdict the host did not see."""
     r = Result(timed_out=timed_out, duration_s=duration_s, exit_signal=header.get("signal"))
     data = {}
-    if body:
+    if body[:1] == PLAIN:
+        data = parse_plain(body)
+    elif body:
         try:
             data = json.loads(body)
         except ValueError:

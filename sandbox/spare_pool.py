@@ -97,8 +97,7 @@ def run_on(spare, code, timeout, max_frame):
     Returns (verdict, header, body): verdict is 'result', 'timeout', 'eof' or 'bad'."""
     deadline = time.monotonic() + timeout
     try:
-        spare.sock.sendall(protocol.encode({"op": "cell", "timeout": timeout},
-                                           code.encode("utf-8", "surrogatepass")))
+        spare.sock.sendall(protocol.encode_cell(code.encode("utf-8", "surrogatepass"), timeout))
     except OSError:
         return "eof", None, b""
     reader = protocol.FrameReader(spare.sock, max_frame)
