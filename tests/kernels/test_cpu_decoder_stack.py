@@ -18,6 +18,7 @@ from oci_engine.config import ModelConfig
 from oci_engine.loader.quant_tensor import QuantTensor
 from oci_engine.models import allocate_kv_cache, build_model
 from oci_engine.ops import cpu_linear
+from oci_engine.ops.cpu_backend import SDPA_MIN_NEW_TOKENS
 
 Q = gguf.GGMLQuantizationType
 FORMATS = [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q4_K, Q.Q6_K]
@@ -134,19 +135,23 @@ def test_fused_stack_equals_per_op_path_and_tracks_torch(isa, kv_dtype, bias):
 
 
 def test_steps_the_stack_does_not_cover_fall_back(monkeypatch):
-    """Prefill-sized steps return None (the model then runs op by op); batch-invariant mode keeps
-    them in the stack, on the int8 kernel, equal to the per-op path."""
+    """Prefill-sized steps (DENSE_MIN_ROWS rows, or one chunk long enough for torch SDPA) return None
+    and the model runs op by op; batch-invariant mode keeps many-row steps in the stack, on the int8
+    kernel, equal to the per-op path."""
     model = build_model(CONFIG, _tensors(False), backend="cpu")
     a, b = Runner(model, torch.float32), Runner(model, torch.float32)
-    chunk = [(0, list(range(cpu_linear.DENSE_MIN_ROWS + 3)))]
+    n_seqs = -(-cpu_linear.DENSE_MIN_ROWS // 4) + 1
+    many = lambda first: [(s, list(range(first, first + 4))) for s in range(n_seqs)]  # noqa: E731
     calls = []
     fused = model.fused
     model.fused = lambda *args: calls.append(fused(*args)) or calls[-1]
     try:
-        a.step(chunk, True)
-        assert calls == [None]
+        a.step(many(0), True)
+        a.step([(n_seqs, list(range(SDPA_MIN_NEW_TOKENS)))], True)
+        assert calls == [None, None]
+        b.step(many(0), False)
         monkeypatch.setattr(cpu_linear, "BATCH_INVARIANT", True)
-        got, per_op = a.step([(1, list(range(20)))], True), b.step([(1, list(range(20)))], False)
+        got, per_op = a.step(many(4), True), b.step(many(4), False)
         assert calls[-1] is not None and torch.equal(got, per_op)
     finally:
         model.fused = fused

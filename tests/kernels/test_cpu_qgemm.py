@@ -136,9 +136,9 @@ def test_bf16_gemm_refused_off_the_avx512_path():
         cpu_linear.quant_matmul(torch.randn(2, 64), w, "bf16")
 
 
-@pytest.mark.parametrize("M", [1, 7, 16, 130])
+@pytest.mark.parametrize("M", [1, 7, 16, 31, 32, 130])
 def test_linear_all_paths_and_bias(M):
-    """int8 kernel (M < 4), bf16 kernel (4 <= M < 16), chunked bf16 torch GEMM (M >= 16)."""
+    """int8 kernel (M < 4), bf16 kernel (4 <= M < DENSE_MIN_ROWS), chunked bf16 torch GEMM above."""
     qt = random_blocks(T.Q4_K, 48, 512, seed=M)
     w = cpu_linear.prepare_linear(qt)
     cpu_linear._CHUNK_ELEMS, chunk = 512 * 20, cpu_linear._CHUNK_ELEMS  # several chunks, a short last one
