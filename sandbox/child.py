@@ -232,13 +232,14 @@ def session_spare(z, fds, namespace):
         frame = protocol.recv_cell(data)  # the host sends the code straight here
         if frame is None:
             os._exit(0)
-        limits_mod.set_cpu_limit(z.policy.limits, frame[0])
+        limits_mod.set_session_cell_cpu_limit(z.policy.limits, frame[0])
         error = cell.run(frame[1].decode("utf-8", "replace"), namespace)
         body = cell.finish(capture, z.policy.limits, error)
         protocol.send_result(data, error is None, body)
         protocol.send_result(chan, error is None)
         data.close()
         if error is None:
+            limits_mod.restore_cpu_soft_limit()
             park(z, chan, namespace)  # this process is now the session's last good state
     except BaseException as e:
         _report_setup_failure(data, e)

@@ -51,6 +51,20 @@ def set_cpu_limit(limits, cpu_seconds):
     resource.setrlimit(resource.RLIMIT_CPU, (soft_cpu, soft_cpu + 1))
 
 
+def set_session_cell_cpu_limit(limits, cpu_seconds):
+    """A session's cell lowers only the soft limit (SIGXCPU): a successful cell becomes the
+    session's parked state, which must stay able to give a later cell a longer budget, and a
+    lowered hard limit could never be raised again. The host's wall clock stays the hard bound."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = max(1, int(cpu_seconds + 0.999)) + limits.cpu_slack_s
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard < 0 else min(soft, hard), hard))
+
+
+def restore_cpu_soft_limit():
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+
+
 def drop_privileges(in_user_ns, uid, gid):
     """Leave the child with no capabilities in any namespace and, on a root host without a user
     namespace, an unprivileged uid."""

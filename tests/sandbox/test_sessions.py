@@ -134,3 +134,26 @@ def test_many_cells_keep_state(session, guard):
         assert session.run(f"v{i} = {i}").ok
     assert session.run("sum(v0 for v0 in range(30))").stdout == "435\n"
     assert session.run("v29").stdout == "29\n"
+
+
+def test_thread_left_running_does_not_follow_into_the_next_cell(sb, guard):
+    # A parked state with a live thread is forked the full way (os.fork), which drops the thread
+    # cleanly: the next cell sees it stopped instead of hanging on it.
+    with sb.session() as s:
+        assert s.run("import threading, time\nt = threading.Thread(target=time.sleep, args=(30,), "
+                     "daemon=True)\nt.start()").error is None
+        r = s.run("t.join(5)\nprint(t.is_alive(), threading.active_count())", timeout=10)
+        assert r.error is None and r.stdout == "False 1\n"
+        assert s.run("print('still fine')").stdout == "still fine\n"
+
+
+def test_later_cell_may_have_a_longer_budget_than_an_earlier_one(sb, guard):
+    with sb.session() as s:
+        assert s.run("x = 1", timeout=1).error is None
+        r = s.run("import resource\nsoft, hard = resource.getrlimit(resource.RLIMIT_CPU)\n"
+                  "print(soft >= 20, hard >= soft, x)", timeout=20)
+        assert r.error is None and r.stdout == "True True 1\n"
+        r = s.run("import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass",
+                  timeout=1.5)
+        assert r.timed_out and r.error.type == "Timeout"  # the wall clock still ends it
+        assert s.run("print(x)").stdout == "1\n"
