@@ -9,6 +9,7 @@ MADV_HUGEPAGE, so memory a child allocates later still comes in 4 KiB pages (no 
 a cell's page faults). A child that writes into a huge page gets that one region split back to
 4 KiB entries in its own page table only; the zygote's stays huge for the next fork.
 """
+import contextlib
 import ctypes
 import errno
 
@@ -18,6 +19,9 @@ HUGE = 2 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.madvise.restype = ctypes.c_int
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
+_libc.free.argtypes = [ctypes.c_void_p]
 
 
 def _private_anon_ranges():
@@ -51,3 +55,39 @@ def collapse_heap():
             elif ctypes.get_errno() == errno.EINVAL:
                 break  # this mapping cannot have huge pages (or the kernel has no MADV_COLLAPSE)
     return done
+
+
+class _ArenaAllocator(ctypes.Structure):  # PyObjectArenaAllocator
+    _fields_ = [("ctx", ctypes.c_void_p), ("alloc", ctypes.c_void_p), ("free", ctypes.c_void_p)]
+
+
+@contextlib.contextmanager
+def arenas_on_heap():
+    """While the zygote preloads, take Python's object arenas from malloc's heap instead of one
+    mmap each.
+
+    Left alone, each 1 MiB arena is its own mapping between the libraries loaded meanwhile, too
+    small and misaligned for a huge page: some 30 MiB of the zygote that every fork copies entry
+    by entry. From the heap they form one contiguous region that collapses into huge pages. The
+    allocator is C functions only (no Python runs inside an allocation): calloc(1, size), which
+    malloc serves from the heap once a freed 4 MiB block has raised its dynamic mmap threshold
+    (the same adjustment any program that frees a large block triggers), and a free that keeps
+    the arena. Arenas emptied during the preload stay allocated; the default allocator is back
+    for everything after it, so cells behave exactly as in any interpreter."""
+    api = ctypes.pythonapi
+    old = _ArenaAllocator()
+    try:
+        api.PyObject_GetArenaAllocator(ctypes.byref(old))
+        block = _libc.malloc(4 << 20)
+        _libc.free(block)
+        keep = _libc.getpagesize  # a C function without side effects: the arena stays allocated
+        new = _ArenaAllocator(1, ctypes.cast(_libc.calloc, ctypes.c_void_p).value,
+                              ctypes.cast(keep, ctypes.c_void_p).value)
+        api.PyObject_SetArenaAllocator(ctypes.byref(new))
+    except (AttributeError, OSError):
+        old = None  # not CPython, or no such symbols: arenas stay where they were
+    try:
+        yield
+    finally:
+        if old is not None:
+            api.PyObject_SetArenaAllocator(ctypes.byref(old))

@@ -262,7 +262,8 @@ def main():
     reader = protocol.FrameReader(host)
     header, _, _ = reader.recv()
     policy = Policy.from_dict(header["policy"])
-    loaded = preload(policy.preload)
+    with hugepages.arenas_on_heap():
+        loaded = preload(policy.preload)
     z = Zygote(host, reader, policy)
     z.pool_size = max(1, int(header.get("workers", 2)))
     report = z.isolate()
