@@ -1,11 +1,15 @@
 """`python -m bench throughput [--batch 1,16,32] [--tokens 128] [--threads N] [--backends cpu,torch] [--no-peer]
-[--cache-overhead]`
+[--cache-overhead] [--shared-prefix TOKENS]`
 
 Aggregate generation throughput (output tokens per second over the whole batch, prefill included)
 of oci-engine's continuous batching with N concurrent requests (prefix cache off unless
 --cache-overhead adds cold-cache rows), against one request alone and
 against Hugging Face transformers' batched `generate` (fp32, left-padded, greedy) on the same
 prompts. Every request produces exactly --tokens tokens (EOS suppressed). Medians over --repeats.
+
+--shared-prefix TOKENS instead times a batch of chat requests that share a system prompt of about
+TOKENS tokens (an eval or interpreter batch), arriving together on a cold cache, with the
+scheduler's cache-aware admission on and off (plain FCFS): total time, median and worst TTFT.
 """
 from __future__ import annotations
 
@@ -43,6 +47,29 @@ def ours(model: str, backend: str, batch: int, tokens: int, repeats: int, cache:
         rates.append(sum(len(o.token_ids) for o in outs) / dt)
         llm.engine.reset_prefix_cache()  # every repeat starts cold: a 0% hit rate
     return statistics.median(rates)
+
+
+def shared_prefix(model: str, backend: str, batch: int, tokens: int, system_tokens: int, repeats: int) -> list:
+    from bench.multiturn import TASKS, system_prompt
+    from oci_engine import LLM, SamplingParams
+
+    llm = LLM(model, backend=backend, max_num_seqs=max(64, batch))
+    system = system_prompt(llm.tokenizer, system_tokens)
+    convs = [[{"role": "system", "content": system}, {"role": "user", "content": f"{TASKS[i % len(TASKS)]} ({i})"}]
+             for i in range(batch)]
+    sp = SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
+    llm.generate(prompts_for(2), SamplingParams(temperature=0.0, max_tokens=4), use_tqdm=False)  # warm-up
+    runs: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
+    for _ in range(repeats):
+        for aware in (False, True):
+            llm.engine.reset_prefix_cache()
+            llm.engine.scheduler.cache_aware = aware
+            t = time.perf_counter()
+            outs = llm.chat(convs, sp, use_tqdm=False)
+            dt = time.perf_counter() - t
+            ttft = [o.metrics.time_to_first_token for o in outs]
+            runs[aware].append((dt, statistics.median(ttft), max(ttft)))
+    return [(aware, *(statistics.median(r[i] for r in rs) for i in range(3))) for aware, rs in runs.items()]
 
 
 def transformers_peer(model: str, batch: int, tokens: int, repeats: int) -> float:
@@ -83,10 +110,24 @@ def main(argv=None) -> int:
     ap.add_argument("--no-peer", action="store_true", help="skip transformers")
     ap.add_argument("--cache-overhead", action="store_true",
                     help="also run with the prefix cache on (distinct prompts, cold cache: its pure cost)")
+    ap.add_argument("--shared-prefix", type=int, metavar="TOKENS",
+                    help="time cache-aware admission against plain FCFS on a batch sharing a system prompt")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.shared_prefix:
+        print(f"model {args.model}, system prompt ~{args.shared_prefix} tokens shared by every request, "
+              f"{args.tokens} tokens each; {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} thread(s), "
+              f"medians over {args.repeats}")
+        print(f"{'engine':40s} {'requests':>8s} {'total s':>8s} {'ttft med ms':>12s} {'ttft max ms':>12s}")
+        for backend in args.backends.split(","):
+            for b in (int(x) for x in args.batch.split(",")):
+                for aware, total, med, worst in shared_prefix(args.model, backend, b, args.tokens, args.shared_prefix,
+                                                              args.repeats):
+                    name = f"oci-engine ({backend}, {'cache-aware' if aware else 'plain FCFS'})"
+                    print(f"{name:40s} {b:8d} {total:8.2f} {med * 1000:12.0f} {worst * 1000:12.0f}")
+        return 0
     sizes = [int(b) for b in args.batch.split(",")]
     rows = []
     for backend in args.backends.split(","):

@@ -48,6 +48,10 @@ class KVCacheManager:
     def hit_rate(self) -> float:
         return self.num_hit_tokens / self.num_query_tokens if self.num_query_tokens else 0.0
 
+    def block_keys(self, seq: Sequence, num_full_blocks: int) -> list[bytes]:
+        """The chained keys of seq's first num_full_blocks blocks (computed once, kept on seq)."""
+        return self._keys(seq, num_full_blocks)
+
     def _keys(self, seq: Sequence, num_full_blocks: int) -> list[bytes]:
         keys, bs = seq.block_keys, self.block_size
         for i in range(len(keys), num_full_blocks):

@@ -7,6 +7,11 @@ budget, sequence slots and KV blocks last. When the pool runs out, the most rece
 running sequence is preempted: its blocks are released (they stay in the prefix cache) and it goes
 back to the front of the queue, to be recomputed from its prompt and the tokens it has already
 produced, so its output is unchanged.
+
+Cache-aware admission: a waiting sequence whose next uncached block is being computed in this very
+step by another sequence (the same system prompt in a batch of requests, or the n samples of one
+request) is passed over for one step instead of computing the same prefix a second time; the next
+step finds those blocks cached. Everyone else is still admitted in arrival order.
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self.cache_aware = True  # False: plain FCFS admission (bench/throughput --shared-prefix compares)
 
     def add(self, seq: Sequence) -> None:
         seq.status = SequenceStatus.WAITING
@@ -70,14 +76,22 @@ class Scheduler:
                 budget -= n
                 i += 1
         # Admitting while preempting would hand the freed blocks straight back to a newcomer.
-        while (self.waiting and budget > 0 and not batch.preempted
-               and len(self.running) < self.max_num_seqs):
-            seq = self.waiting[0]
+        if not self.waiting or batch.preempted:
+            return batch
+        pending = self._pending_keys(batch) if self.kv.enable_prefix_caching and self.cache_aware else None
+        w = 0
+        while w < len(self.waiting) and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[w]
             cached = self.kv.find_cached_prefix(seq)
+            if pending and self._computing_next_block(seq, len(cached), pending):
+                w += 1
+                continue
             n = min(len(seq) - len(cached) * self.kv.block_size, budget)
             if not self.kv.allocate(seq, n, cached):
                 break
-            self.waiting.popleft()
+            del self.waiting[w]
+            if pending is not None:
+                pending.update(self._new_full_keys(seq, n))
             seq.status = SequenceStatus.RUNNING
             if seq.num_cached_tokens is None:
                 seq.num_cached_tokens = min(len(cached) * self.kv.block_size, seq.num_prompt_tokens)
@@ -87,6 +101,24 @@ class Scheduler:
             batch.num_new_tokens.append(n)
             budget -= n
         return batch
+
+    def _new_full_keys(self, seq: Sequence, n: int) -> list[bytes]:
+        """Keys of the blocks that computing n more tokens of seq completes."""
+        bs = self.kv.block_size
+        first, end = seq.num_computed_tokens // bs, (seq.num_computed_tokens + n) // bs
+        return self.kv.block_keys(seq, end)[first:end] if end > first else []
+
+    def _pending_keys(self, batch: ScheduledBatch) -> set[bytes]:
+        keys: set[bytes] = set()
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            keys.update(self._new_full_keys(seq, n))
+        return keys
+
+    def _computing_next_block(self, seq: Sequence, num_cached: int, pending: set[bytes]) -> bool:
+        """Whether the first block of seq past its cached prefix is being computed this step."""
+        if seq.wants_prompt_logprobs or num_cached >= (len(seq) - 1) // self.kv.block_size:
+            return False  # it would not use the cache, or only its always-computed last block is left
+        return self.kv.block_keys(seq, num_cached + 1)[num_cached] in pending
 
     def _preempt(self, seq: Sequence) -> None:
         self.kv.free(seq)
