@@ -153,7 +153,23 @@ def new_namespace():
     return main.__dict__
 
 
-def run(code, namespace):
+_WARM_CODE = "_w = 1\n_w"
+
+
+def warm(capture, limits):
+    """Walk a cell's path once, in a scratch namespace, before the real code arrives.
+
+    A fresh fork copies each page the first time it writes to it; compiling, running and
+    packaging even a trivial cell first touches some hundred of them. Doing it here, while the
+    process waits for its code anyway, takes those copies off the path the caller waits on.
+    Nothing is printed and the cell's own namespace is untouched."""
+    run(_WARM_CODE, {"__builtins__": builtins}, display=False)
+    figures()
+    plain_body(Capture.read(capture.out, limits.stdout_bytes),
+               Capture.read(capture.err, limits.stderr_bytes))
+
+
+def run(code, namespace, display=True):
     """Execute `code` in `namespace`. Returns the error dict or None."""
     linecache.cache[CELL_FILENAME] = (len(code), None, code.splitlines(True), CELL_FILENAME)
     try:
@@ -166,8 +182,10 @@ def run(code, namespace):
         if last is not None:
             value = eval(compile(last, CELL_FILENAME, "eval"), namespace)
             if value is not None:
-                namespace["_"] = value
-                print(repr(value))
+                if display:
+                    namespace["_"] = value
+                text = repr(value)
+                print(text if display else "", end="\n" if display else "")
         return None
     except BaseException as e:  # SystemExit and KeyboardInterrupt end a cell too
         return describe_exception(e)

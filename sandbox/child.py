@@ -4,6 +4,7 @@ Everything here runs after fork in a copy of the zygote. Order matters: fds are 
 child must not inherit the host channel or other cells' sockets), then rlimits, then privileges,
 then the seccomp filter (last, so the set-up calls above need not be allowed to cells).
 """
+import _signal
 import ctypes
 import fcntl
 import os
@@ -69,9 +70,11 @@ def isolate(z, channel_fd, out_fd, err_fd, workdir, timeout, session, pre_isolat
     """Common set-up; returns the seccomp notification fd for a session root, else None.
     `pre_isolated`: forked by the template, which already holds no privileges and the limits
     that are the same for all (every page the child does not touch is one it need not copy)."""
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The C functions: signal.signal() wraps them in enum conversions whose first use in a fresh
+    # fork copies a hundred pages.
+    _signal.set_wakeup_fd(-1)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     os.setsid()
     os.dup2(z.devnull, 0)
     take_fds(channel_fd, out_fd, err_fd)
@@ -155,6 +158,7 @@ def spare(z, fds, workdir, capture, namespace):
         isolate(z, *fds, workdir, SPARE_CPU_S, session=False, pre_isolated=True)
         chan = socket.socket(fileno=CHANNEL_FD)
         cell.reseed_fresh()
+        cell.warm(capture, z.policy.limits)
         frame = protocol.recv_cell(chan)
         if frame is None:
             os._exit(0)
