@@ -113,7 +113,8 @@ def template(z, ctrl_fd):
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w)
     ctrl = socket.socket(fileno=3)
-    reader = protocol.FrameReader(ctrl)
+    order = protocol.SPARE_ORDER_HEADER
+    reader = protocol.FrameReader(ctrl, known={protocol.SPARE_ORDER: order})
     while True:
         try:
             ready = select.select([ctrl, wake_r], [], [])[0]
@@ -131,19 +132,19 @@ def template(z, ctrl_fd):
                     break
                 if pid == 0:
                     break
-                protocol.send(ctrl, {"op": "exited", "pid": pid, "status": status})
+                ctrl.sendall(protocol.exited_frame(pid, status))
         if ctrl in ready:
             if not reader.fill():
                 os._exit(0)
-            for header, _, fds in reader.frames():
-                if header.get("op") == "spare" and len(fds) == 3:
+            for header, body, fds in reader.frames():
+                if header is order and len(fds) == 3:
                     try:
                         pid = lean_fork(single_threaded=True)  # the template has one thread
                     except OSError:  # out of memory or processes: this spare is not coming
                         pid = None
                     if pid == 0:
-                        spare(z, fds, header["workdir"], capture, namespace)
-                    protocol.send(ctrl, {"op": "forked", "pid": pid})
+                        spare(z, fds, body.decode(), capture, namespace)
+                    ctrl.sendall(protocol.forked_frame(pid))
                 for fd in fds:
                     os.close(fd)
 

@@ -30,12 +30,14 @@ def send(sock, header, body=b"", fds=()):
 
 
 def send_before(sock, deadline_s, header, body=b"", fds=()):
-    """Send on a non-blocking socket, waiting at most `deadline_s` for a peer that does not read."""
+    """Send on a non-blocking socket, waiting at most `deadline_s` for a peer that does not read.
+    `header` may be ready JSON bytes (which then must carry nfds itself)."""
     import select
     import time
-    if fds:
-        header = dict(header, nfds=len(fds))
-    data = memoryview(encode(header, body))
+    if isinstance(header, bytes):
+        data = memoryview(encode_raw(header, body))
+    else:
+        data = memoryview(encode(dict(header, nfds=len(fds)) if fds else header, body))
     end = time.monotonic() + deadline_s
     first = True
     while data:
@@ -58,6 +60,20 @@ CELL_HEADER = b'{"op":"cell"}'  # body: f64 timeout (little-endian), then the co
 RESULT_OK = b'{"op":"result","ok":true}'
 RESULT_FAILED = b'{"op":"result","ok":false}'
 _TIMEOUT = struct.Struct("<d")
+
+
+# Zygote <-> template, whose loop runs between forks: every page it writes is copied again after
+# each fork, so it reads and writes these without json too.
+SPARE_ORDER = b'{"op":"spare","nfds":3}'  # body: the spare's work directory; fds: channel, out, err
+SPARE_ORDER_HEADER = {"op": "spare", "nfds": 3}
+
+
+def forked_frame(pid):
+    return encode_raw(b'{"op":"forked","pid":%s}' % (b"null" if pid is None else b"%d" % pid))
+
+
+def exited_frame(pid, status):
+    return encode_raw(b'{"op":"exited","pid":%d,"status":%d}' % (pid, status))
 
 
 def encode_raw(header_json, body=b""):
@@ -108,9 +124,10 @@ class BadFrame(FrameTooLarge):
 class FrameReader:
     """Accumulates bytes from a socket; yields (header, body, fds) frames as they complete."""
 
-    def __init__(self, sock, max_frame=64 << 20):
+    def __init__(self, sock, max_frame=64 << 20, known=None):
         self.sock = sock
         self.max_frame = max_frame
+        self.known = known or {}  # header bytes -> the header, parsed ahead (read-only)
         self.buf = bytearray()
         self.fds = []
         self.eof = False
@@ -147,10 +164,13 @@ class FrameReader:
                 raise FrameTooLarge(total)
             if len(self.buf) < 8 + total:
                 return
-            try:
-                header = json.loads(bytes(self.buf[8:8 + hlen]))
-            except ValueError:
-                raise BadFrame("header is not JSON") from None
+            raw = bytes(self.buf[8:8 + hlen])
+            header = self.known.get(raw)
+            if header is None:
+                try:
+                    header = json.loads(raw)
+                except ValueError:
+                    raise BadFrame("header is not JSON") from None
             if not isinstance(header, dict):
                 raise BadFrame("header is not an object")
             body = bytes(self.buf[8 + hlen:8 + total])

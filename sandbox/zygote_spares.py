@@ -34,7 +34,7 @@ def spawn_spare(z):
     job.workdir = z.make_workdir("run")
     host_end, cell_end = socket.socketpair()
     try:
-        protocol.send_before(z.template[1], 2.0, {"op": "spare", "workdir": job.workdir},
+        protocol.send_before(z.template[1], 2.0, protocol.SPARE_ORDER, job.workdir.encode(),
                              fds=[cell_end.fileno(), job.out, job.err])
         z.reply({"op": "spare", "spare": job.id}, fds=[host_end.fileno(), job.out, job.err])
     finally:
