@@ -134,8 +134,9 @@ class LLMEngine:
         return len(self._requests)
 
     # ---- stepping -------------------------------------------------------------------------
-    def step(self) -> list[RequestOutput]:
-        """One forward pass; returns an output for every request that produced tokens or ended."""
+    def step(self, final_only: bool = False) -> list[RequestOutput]:
+        """One forward pass; returns an output for every request that produced tokens or ended
+        (with final_only, for every request that ended: what a caller that does not stream needs)."""
         batch = self.scheduler.schedule()
         if batch.is_empty:
             return []
@@ -163,6 +164,8 @@ class LLMEngine:
             self.generation_tokens_total += 1
             self._advance(req.states[seq.index], req)
             touched[req.request_id] = req
+        if final_only:
+            return [self._output(req) for req in touched.values() if all(st.seq.is_finished for st in req.states)]
         return [self._output(req) for req in touched.values()]
 
     def _advance(self, st: _SeqState, req: _Request) -> None:

@@ -128,7 +128,7 @@ class LLM:
                 while len(results) < len(ids):
                     if not engine.has_unfinished():
                         raise RuntimeError("the engine lost requests it was given; this is a bug, please report it")
-                    for out in engine.step():
+                    for out in engine.step(final_only=True):
                         if out.finished:
                             results[out.request_id] = out
                             if bar is not None:

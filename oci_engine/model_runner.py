@@ -46,29 +46,36 @@ class ModelRunner:
         lens = []
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             start, table = seq.num_computed_tokens, seq.block_table
-            ids += seq.token_ids[start:start + n]
-            positions += range(start, start + n)
-            slots += [table[p // bs] * bs + p % bs for p in range(start, start + n)]
+            if n == 1:  # decode: the common case, without building ranges
+                ids.append(seq.token_ids[start])
+                positions.append(start)
+                slots.append(table[start // bs] * bs + start % bs)
+            else:
+                ids += seq.token_ids[start:start + n]
+                positions += range(start, start + n)
+                slots += [table[p // bs] * bs + p % bs for p in range(start, start + n)]
             starts.append(starts[-1] + n)
             lens.append(start + n)
-        width = max(len(s.block_table) for s in batch.seqs)
-        table = torch.zeros(len(batch.seqs), width, dtype=torch.int32)
-        for i, seq in enumerate(batch.seqs):
-            table[i, :len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
+        tables = [s.block_table for s in batch.seqs]
+        width = max(map(len, tables))
+        # one tensor from padded lists: a row-by-row copy costs a tensor per sequence per step
+        table = torch.tensor([t if len(t) == width else t + [0] * (width - len(t)) for t in tables],
+                             dtype=torch.int32)
         dev = self.device
+        to = (lambda t: t) if dev.type == "cpu" else (lambda t: t.to(dev, non_blocking=True))  # noqa: E731
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.int64).to(dev, non_blocking=True),
-            query_start_loc=torch.tensor(starts, dtype=torch.int32).to(dev, non_blocking=True),
-            seq_lens=torch.tensor(lens, dtype=torch.int32).to(dev, non_blocking=True),
-            block_tables=table.to(dev, non_blocking=True),
+            slot_mapping=to(torch.tensor(slots, dtype=torch.int64)),
+            query_start_loc=to(torch.tensor(starts, dtype=torch.int32)),
+            seq_lens=to(torch.tensor(lens, dtype=torch.int32)),
+            block_tables=to(table),
             max_query_len=max(batch.num_new_tokens),
             max_seq_len=max(lens),
             is_decode=all(n == 1 for n in batch.num_new_tokens),
             query_start_loc_list=starts,
             seq_lens_list=lens,
         )
-        input_ids = torch.tensor(ids, dtype=torch.int64).to(dev, non_blocking=True)
-        pos = torch.tensor(positions, dtype=torch.int64).to(dev, non_blocking=True)
+        input_ids = to(torch.tensor(ids, dtype=torch.int64))
+        pos = to(torch.tensor(positions, dtype=torch.int64))
         return input_ids, pos, meta, starts
 
     @torch.inference_mode()
