@@ -110,6 +110,19 @@ def test_abort_frees_blocks_at_once(tiny):
     engine.kv.pool.check_invariants()
 
 
+def test_final_only_steps_return_just_finished_requests(tiny, alone):
+    engine = make_llm(tiny).engine
+    engine.add_request("short", None, SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True),
+                       prompt_token_ids=prompts16()[0])
+    engine.add_request("long", None, GREEDY, prompt_token_ids=prompts16()[1])
+    seen = []
+    while engine.has_unfinished():
+        seen += engine.step(final_only=True)
+    assert [o.request_id for o in seen] == ["short", "long"] and all(o.finished for o in seen)
+    assert seen[1].token_ids == seen[1].outputs[0].delta_token_ids == alone[1]
+    assert engine.stats().num_blocks_used == 0
+
+
 def test_stream_cancel_frees_blocks(tiny):
     llm = make_llm(tiny)
     it = llm.stream(prompt_token_ids=prompts16()[3], sampling_params=SamplingParams(max_tokens=50, ignore_eos=True))
