@@ -107,8 +107,16 @@ class _NumpySeeder:
 
     @staticmethod
     def full():
+        """Fresh OS entropy as the whole state, through numpy's public set_state (which also drops
+        a pending Gaussian): half the cost of seed(), whose SeedSequence path a fork pays in
+        page copies, and the same kind of state."""
         np = sys.modules.get("numpy")
-        if np is not None:
+        if np is None:
+            return
+        try:
+            key = np.frombuffer(os.urandom(_NumpySeeder.KEY_BYTES), dtype=np.uint32)
+            np.random.set_state(("MT19937", key, 624, 0, 0.0))
+        except Exception:
             np.random.seed()
 
 

@@ -64,8 +64,7 @@ def one_shot(sb, code, timeout):
             # Only now does the zygote prepare a replacement: that work would otherwise compete
             # with the cell for the CPU. And the result is the end: nothing the cell does
             # afterwards may linger (this also ends a cell that reported early and carried on).
-            z.send({"op": "take", "spare": spare.id})
-            z.send({"op": "kill_spare", "spare": spare.id})
+            z.send({"op": "take", "spare": spare.id, "kill": True})
         except OSError:
             pass
         if verdict == "result":

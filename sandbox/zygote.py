@@ -147,12 +147,10 @@ class Zygote:
                 if job is not None and not job.taken:
                     job.taken = True
                     self.untaken -= 1
+                if header.get("kill"):  # the cell is over: take and end in one frame
+                    self._kill_spare(header["spare"])
             elif op == "kill_spare":
-                job = self.handed.get(header["spare"])
-                if job is not None:
-                    job.kill_pending = True
-                    if job.pid is not None:
-                        self.kill_pid(job.pid)
+                self._kill_spare(header["spare"])
             elif op == "session_started":
                 zygote_sessions.started(self, header["sid"], header["spare"])
             elif op == "session_kill":
@@ -165,6 +163,13 @@ class Zygote:
                 self.reply({"op": "pong", "n": header.get("n")})
         if not alive:
             self.shutdown()
+
+    def _kill_spare(self, spare_id):
+        job = self.handed.get(spare_id)
+        if job is not None:
+            job.kill_pending = True
+            if job.pid is not None:
+                self.kill_pid(job.pid)
 
     def watch(self, job, sock):
         sock.setblocking(False)
