@@ -5,6 +5,7 @@ The last expression's value is displayed, stdout/stderr are captured at the file
 marker, exceptions come back with the cell's own line numbers, figures come back as PNG, and
 input() explains that nobody is there to type.
 """
+import _random
 import ast
 import base64
 import builtins
@@ -128,12 +129,14 @@ def prepare_process():
     global _numpy_seeder
     builtins.input = _no_input
     sys.stdin = io.StringIO()
+    random.seed()  # drops a cached Gaussian, so reseed_fresh() need only reseed
     _numpy_seeder = _NumpySeeder()
 
 
 def reseed_fresh():
-    """In a fork of the template: its generators were seeded and never drawn from."""
-    random.seed()
+    """In a fork of the template: its generators were seeded and never drawn from (so no cached
+    Gaussian to drop either, which is all random.seed() adds to the C seeding it wraps)."""
+    _random.Random.seed(random._inst)
     if _numpy_seeder is not None:
         _numpy_seeder.fast()
     else:
