@@ -99,6 +99,7 @@ static void quantize_q8a(const float* x, int K, block_q8a* out) {
         }
         o.sum16[0] = s[0];
         o.sum16[1] = s[1];
+        o.ds = o.d * (float)(s[0] + s[1]);
     }
 }
 

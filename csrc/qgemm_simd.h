@@ -119,15 +119,21 @@ static void tile(const uint8_t* w, const block_q8a* A, size_t a_stride, int nblk
 
 #if defined(OCI_AVX512)
 // Two blocks of the simple formats per 512-bit register: half the dot, convert and FMA
-// instructions of the 256-bit tile; an odd last block goes through that tile.
+// instructions of the 256-bit tile; an odd last block goes through that tile. The scale work of a
+// block pair is one 4-lane vector: the blocks' fp16 (d, m) words converted together, times the
+// activations' (d, ds) pairs, giving both GEMM scales and both offset terms (m * ds, or -8 d * ds
+// for Q4_0) in one multiply; the offset lanes are summed once at the end. The scalar version of
+// this (fp16 conversions, products and integer sums per block) was half the instructions.
 template <int FMT, int MR>
 static void tile512(const uint8_t* w, const block_q8a* A, size_t a_stride, int nblk, float* Y, size_t ldy) {
     constexpr int BB = FMT == 0 ? sizeof(block_q4_0) : (FMT == 1 ? sizeof(block_q4_1) : sizeof(block_q8_0));
     __m512 acc[MR];
-    float corr[MR];
-    for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps(), corr[r] = 0.0f;
+    __m128 cacc[MR];
+    for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps(), cacc[r] = _mm_setzero_ps();
     const __m512i perm = _mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7);
+    const __m512i bcast = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
     const __m512i zero = _mm512_setzero_si512();
+    const __m128 sign = _mm_setr_ps(1.0f, -8.0f, 1.0f, -8.0f);
     int b = 0;
     for (; b + 2 <= nblk; b += 2) {
         const uint8_t* b0 = w + (size_t)b * BB;
@@ -146,13 +152,19 @@ static void tile512(const uint8_t* w, const block_q8a* A, size_t a_stride, int n
             const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1);
             q = _mm512_permutexvar_epi64(perm, _mm512_and_si512(z, _mm512_set1_epi8(0x0F)));
         }
-        const float dw0 = h2f(*(const uint16_t*)b0), dw1 = h2f(*(const uint16_t*)b1);
-        const __m512 ws = _mm512_insertf32x8(_mm512_set1_ps(dw0), _mm256_set1_ps(dw1), 1);
-        const float c0 = FMT == 0 ? -8.0f * dw0 : (FMT == 1 ? h2f(*(const uint16_t*)(b0 + 2)) : 0.0f);
-        const float c1 = FMT == 0 ? -8.0f * dw1 : (FMT == 1 ? h2f(*(const uint16_t*)(b1 + 2)) : 0.0f);
+        // fp16 words 0..1 of both blocks: (d, m) for Q4_1, (d, code bytes) otherwise
+        int32_t h0, h1;
+        std::memcpy(&h0, b0, 4);
+        std::memcpy(&h1, b1, 4);
+        __m128 wsc = _mm_cvtph_ps(_mm_setr_epi32(h0, h1, 0, 0));  // d0 x0 d1 x1 (x = m for Q4_1)
+        if constexpr (FMT != 1) wsc = _mm_mul_ps(_mm_shuffle_ps(wsc, wsc, _MM_SHUFFLE(2, 2, 0, 0)), sign);
+        // now (d0, c0, d1, c1): c = m (Q4_1), -8 d (Q4_0), unused (Q8_0)
         for (int r = 0; r < MR; ++r) {
             const block_q8a& a0 = A[r * a_stride + b];
             const block_q8a& a1 = A[r * a_stride + b + 1];
+            const __m128 ad = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd((const double*)&a0.d), (const double*)&a1.d));
+            const __m128 p = _mm_mul_ps(wsc, ad);  // d0 da0, c0 ds0, d1 da1, c1 ds1
+            if constexpr (FMT != 2) cacc[r] = _mm_add_ps(cacc[r], p);
             __m512i hi = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)a0.hi)),
                                             _mm256_loadu_si256((const __m256i*)a1.hi), 1);
             __m512i lo = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)a0.lo)),
@@ -163,15 +175,16 @@ static void tile512(const uint8_t* w, const block_q8a* A, size_t a_stride, int n
             }
             const __m512i dot = _mm512_add_epi32(_mm512_slli_epi32(_mm512_dpbusd_epi32(zero, q, hi), 8),
                                                  _mm512_dpbusd_epi32(zero, q, lo));
-            const __m512 da = _mm512_insertf32x8(_mm512_set1_ps(a0.d), _mm256_set1_ps(a1.d), 1);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(ws, da), acc[r]);
-            if constexpr (FMT != 2)
-                corr[r] += c0 * a0.d * (float)(a0.sum16[0] + a0.sum16[1]) + c1 * a1.d * (float)(a1.sum16[0] + a1.sum16[1]);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(bcast, _mm512_castps128_ps512(p)), acc[r]);
         }
     }
     float tail[MR] = {};
     if (b < nblk) tile<FMT, MR>(w + (size_t)b * BB, A + b, a_stride, 1, tail, 1);
-    for (int r = 0; r < MR; ++r) Y[r * ldy] = _mm512_reduce_add_ps(acc[r]) + corr[r] + tail[r];
+    for (int r = 0; r < MR; ++r) {
+        alignas(16) float c[4];
+        _mm_store_ps(c, cacc[r]);
+        Y[r * ldy] = _mm512_reduce_add_ps(acc[r]) + (c[1] + c[3]) + tail[r];
+    }
 }
 #endif
 

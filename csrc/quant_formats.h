@@ -25,9 +25,10 @@ static_assert(sizeof(block_q6_K) == 210, "q6_K block must match ggml");
 // 3-6 points of argmax agreement with fp32; the second plane is one more u8 x s8 dot per block,
 // cheap next to the weight unpacking it shares, and brings the activations to ~1e-5 relative.
 // The per-16 sums of 256 * hi + lo let unsigned weight codes (q4 in 0..15, q6 in 0..63) be fed to
-// u8 x s8 dot instructions with their offsets corrected afterwards.
-struct block_q8a { float d; int32_t sum16[2]; int8_t hi[QK]; int8_t lo[QK]; };
-static_assert(sizeof(block_q8a) == 76, "activation block layout");
+// u8 x s8 dot instructions with their offsets corrected afterwards; ds = d * (sum of 256 * hi + lo)
+// sits next to d so one 64-bit load fetches both (AVX-512 tile512).
+struct block_q8a { float d, ds; int32_t sum16[2]; int8_t hi[QK]; int8_t lo[QK]; };
+static_assert(sizeof(block_q8a) == 80, "activation block layout");
 
 // GGML type ids (gguf.GGMLQuantizationType)
 enum GgmlType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, Q4_K = 12, Q6_K = 14, BF16 = 30 };
