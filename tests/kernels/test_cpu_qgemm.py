@@ -136,9 +136,13 @@ def test_bf16_gemm_refused_off_the_avx512_path():
         cpu_linear.quant_matmul(torch.randn(2, 64), w, "bf16")
 
 
+@pytest.mark.parametrize("big", [False, True])
 @pytest.mark.parametrize("M", [1, 7, 16, 31, 32, 130])
-def test_linear_all_paths_and_bias(M):
-    """int8 kernel (M < 4), bf16 kernel (4 <= M < DENSE_MIN_ROWS), chunked bf16 torch GEMM above."""
+def test_linear_all_paths_and_bias(M, big, monkeypatch):
+    """int8 kernel (M < 4), bf16 kernel (4 <= M < DENSE_MIN_ROWS), chunked bf16 torch GEMM above,
+    and from DENSE_BIG_MIN_ROWS rows for a weight of DENSE_BIG_ELEMS elements (an LM head)."""
+    if big:
+        monkeypatch.setattr(cpu_linear, "DENSE_BIG_ELEMS", 48 * 512)
     qt = random_blocks(T.Q4_K, 48, 512, seed=M)
     w = cpu_linear.prepare_linear(qt)
     cpu_linear._CHUNK_ELEMS, chunk = 512 * 20, cpu_linear._CHUNK_ELEMS  # several chunks, a short last one
@@ -146,6 +150,8 @@ def test_linear_all_paths_and_bias(M):
     bias = torch.randn(48)
     try:
         y = cpu_linear.linear(x, w, bias)
+        torch_path = M >= cpu_linear.DENSE_MIN_ROWS or (big and M >= cpu_linear.DENSE_BIG_MIN_ROWS)
+        assert torch.equal(y, cpu_linear.dense_matmul(x, w) + bias) == torch_path, "wrong path for this shape"
     finally:
         cpu_linear._CHUNK_ELEMS = chunk
     ref = x @ reference_dense(qt).T + bias
