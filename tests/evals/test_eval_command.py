@@ -63,3 +63,5 @@ def test_bad_input_gives_a_message_not_a_traceback(tmp_path, capsys):
     assert "--temperature" in capsys.readouterr().err
     assert main(["eval", "humaneval", "--mode", "single", "--feedback-rounds", "2"]) == 1
     assert "--mode feedback" in capsys.readouterr().err
+    assert main(["eval", "humaneval", "--threads", "0"]) == 1
+    assert "--threads 0" in capsys.readouterr().err

@@ -10,10 +10,18 @@ pytestmark = pytest.mark.slow
 
 
 def test_humaneval_with_one_feedback_round(smollm2_gguf, tmp_path, capsys, caplog):
+    import torch
+
     out = tmp_path / "smol.jsonl"
     caplog.set_level("INFO", logger="oci_engine")
-    assert main(["eval", "humaneval", "-m", str(smollm2_gguf), "--limit", "1", "--feedback-rounds", "1",
-                 "--max-tokens", "32", "--output", str(out), "--workers", "2", "--kv-cache-memory", "0.25"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["eval", "humaneval", "-m", str(smollm2_gguf), "--limit", "1", "--feedback-rounds", "1",
+                     "--max-tokens", "32", "--output", str(out), "--workers", "2", "--kv-cache-memory", "0.25",
+                     "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     # The engine flags reach the engine (a long feedback run needs a bigger KV pool than the default).
     assert "(0.25 GiB)" in caplog.text
     rows = [json.loads(line) for line in out.read_text().splitlines()]
