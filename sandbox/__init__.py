@@ -17,8 +17,10 @@ Processes: host -> launcher -> namespace holder -> zygote (pid 1 of the sandbox'
 -> template (forks one-shot children ahead of demand) and one parked process per session (forks
 that session's next cell). File map: policy (the data), seccomp_filter, namespaces, limits,
 protocol (frames), zygote / zygote_spares / zygote_sessions (the helper's loop), child (what a
-forked child does), cell (running code like a notebook), spare_pool / cell_runs (host side of a
-cell), session, sandbox (the thread-safe front), zygote_client (starting the helper).
+forked child does), cell (running code like a notebook), reseed (fresh random generators per
+fork), hugepages (the zygote's heap on huge pages: a cell's fork and exit copy and free far fewer
+page-table entries), spare_pool / cell_runs (host side of a cell), session, sandbox (the
+thread-safe front), zygote_client (starting the helper).
 """
 from .policy import Limits, Namespaces, Policy, SyscallPolicy
 from .result import CellError, Result

@@ -5,7 +5,6 @@ The last expression's value is displayed, stdout/stderr are captured at the file
 marker, exceptions come back with the cell's own line numbers, figures come back as PNG, and
 input() explains that nobody is there to type.
 """
-import _random
 import ast
 import base64
 import builtins
@@ -13,10 +12,11 @@ import io
 import json
 import linecache
 import os
-import random
 import struct
 import sys
 import traceback
+
+from . import reseed
 
 CELL_FILENAME = "<cell>"
 NO_INPUT = ("input() is not available: the code runs unattended and nobody can type an answer. "
@@ -69,90 +69,18 @@ class Capture:
                 + os.pread(fd, tail, size - tail).decode("utf-8", "replace"))
 
 
-class _NumpySeeder:
-    """Reseeds numpy's global (legacy) generator in a fresh fork.
-
-    `fast()` writes OS entropy straight into the MT19937 state: 624 random words are exactly a
-    state that seeding could produce, and it skips numpy's seeding machinery, which in a fresh
-    fork copies some 150 pages (0.5 ms). It needs no pending Gaussian in the legacy generator,
-    which holds where the state was just seeded and never drawn from (the template); elsewhere
-    `full()` resets that too."""
-    KEY_BYTES = 624 * 4
-
-    def __init__(self):
-        self.addr = None
-        np = sys.modules.get("numpy")
-        if np is None:
-            return
-        try:
-            import ctypes
-            bg = np.random.mtrand._rand._bit_generator
-            if type(bg).__name__ != "MT19937":
-                return
-            addr = bg.ctypes.state_address
-            probe = bytes(range(256)) * 9 + bytes(self.KEY_BYTES - 256 * 9)
-            ctypes.memmove(addr, probe + (7).to_bytes(4, "little"), self.KEY_BYTES + 4)
-            st = bg.state["state"]
-            if st["key"].tobytes() == probe and st["pos"] == 7:  # the layout is what we think
-                self.addr, self._memmove = addr, ctypes.memmove
-        except Exception:
-            self.addr = None
-        np.random.seed()  # fresh entropy, no pending Gaussian, whatever the probe did
-
-    def fast(self):
-        if self.addr is None:
-            return self.full()
-        # pos = 624: the next draw regenerates the whole block from the new key
-        self._memmove(self.addr, os.urandom(self.KEY_BYTES) + b"\x70\x02\x00\x00",
-                      self.KEY_BYTES + 4)
-
-    @staticmethod
-    def full():
-        """Fresh OS entropy as the whole state, through numpy's public set_state (which also drops
-        a pending Gaussian): half the cost of seed(), whose SeedSequence path a fork pays in
-        page copies, and the same kind of state."""
-        np = sys.modules.get("numpy")
-        if np is None:
-            return
-        try:
-            key = np.frombuffer(os.urandom(_NumpySeeder.KEY_BYTES), dtype=np.uint32)
-            np.random.set_state(("MT19937", key, 624, 0, 0.0))
-        except Exception:
-            np.random.seed()
-
-
-_numpy_seeder = None
-
-
 def prepare_process():
     """What every cell's process needs and that is the same for all: done once in the template."""
-    global _numpy_seeder
     builtins.input = _no_input
     sys.stdin = io.StringIO()
-    random.seed()  # drops a cached Gaussian, so reseed_fresh() need only reseed
-    _numpy_seeder = _NumpySeeder()
-
-
-def reseed_fresh():
-    """In a fork of the template: its generators were seeded and never drawn from (so no cached
-    Gaussian to drop either, which is all random.seed() adds to the C seeding it wraps)."""
-    _random.Random.seed(random._inst)
-    if _numpy_seeder is not None:
-        _numpy_seeder.fast()
-    else:
-        _NumpySeeder.full()
-
-
-def reseed():
-    random.seed()
-    _NumpySeeder.full()
+    reseed.prepare_template()
 
 
 def prepare(namespace):
     """A session's cell: its state may have replaced input/stdin or drawn random numbers."""
     builtins.input = _no_input
     sys.stdin = io.StringIO()
-    reseed()
+    reseed.reseed()
     return namespace
 
 

@@ -14,7 +14,7 @@ import signal
 import socket
 import threading
 
-from . import cell, hugepages, limits as limits_mod, protocol
+from . import cell, hugepages, limits as limits_mod, protocol, reseed
 
 CHANNEL_FD = 3  # the child's only socket: its result channel to the zygote
 OUT_FD, ERR_FD = 4, 5  # memory files the zygote also holds, so output survives a kill
@@ -158,7 +158,7 @@ def spare(z, fds, workdir, capture, namespace):
     try:
         isolate(z, *fds, workdir, SPARE_CPU_S, session=False, pre_isolated=True)
         chan = socket.socket(fileno=CHANNEL_FD)
-        cell.reseed_fresh()
+        reseed.reseed_fresh()
         cell.warm(capture, z.policy.limits)
         frame = protocol.recv_cell(chan)
         if frame is None:
