@@ -43,9 +43,13 @@ static void dequant_row_bf16(int fmt, const uint8_t* w, int K, uint16_t* out) {
             const __m128i q = _mm_loadu_si128((const __m128i*)(blk + (fmt == 0 ? 2 : 4)));
             const __m512 f0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, m4)));
             const __m512 f1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), m4)));
-            const float d = _cvtsh_ss(*(const uint16_t*)blk);
-            const __m512 vd = _mm512_set1_ps(d);
-            const __m512 off = _mm512_set1_ps(fmt == 0 ? -8.0f * d : _cvtsh_ss(*(const uint16_t*)(blk + 2)));
+            // fp16 words 0..1 (d, then m or code bytes) converted together, then broadcast
+            int32_t h;
+            std::memcpy(&h, blk, 4);
+            const __m512 dm = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+            const __m512 vd = _mm512_permutexvar_ps(_mm512_setzero_si512(), dm);
+            const __m512 off = fmt == 0 ? _mm512_mul_ps(vd, _mm512_set1_ps(-8.0f))
+                                        : _mm512_permutexvar_ps(_mm512_set1_epi32(1), dm);
             store32(out + (size_t)b * QK, _mm512_fmadd_ps(f0, vd, off), _mm512_fmadd_ps(f1, vd, off));
         }
         return;
