@@ -6,6 +6,42 @@
 // one fp32 copy of the block (bf16 cache) and take each score as one dot product. The tiled path
 // below transposes every K block, which for a single query token cost 3-4x the arithmetic
 // (SmolLM2 at batch 16: a fifth of the step). ----
+// One block of keys into a query's running softmax: s holds the block's n scaled scores (turned into
+// probabilities in place), (mx, l) the running max and denominator, o the unnormalised output of d
+// dims; V's rows are v_stride floats apart.
+static inline void online_softmax_block(float* s, int n, float& mx, float& l, float* o, const float* V,
+                                        size_t v_stride, int d) {
+    float m = mx;
+    for (int j = 0; j < n; ++j) m = std::max(m, s[j]);
+    const float alpha = fast_exp(mx - m);  // ~0 on the first block (mx = -inf)
+    for (int j = 0; j < n; ++j) s[j] -= m;
+    exp_inplace(s, n);
+    float psum = 0.0f;
+#pragma omp simd reduction(+ : psum)
+    for (int j = 0; j < n; ++j) psum += s[j];
+    mx = m;
+    l = l * alpha + psum;
+    int i0 = 0;
+    for (; i0 + 16 <= d; i0 += 16) {  // 16 output dims stay in a register across the keys
+        float ov[16];
+#pragma omp simd
+        for (int ii = 0; ii < 16; ++ii) ov[ii] = o[i0 + ii] * alpha;
+        for (int j = 0; j < n; ++j) {
+            const float p = s[j];
+            const float* v = V + j * v_stride + i0;
+#pragma omp simd
+            for (int ii = 0; ii < 16; ++ii) ov[ii] += p * v[ii];
+        }
+#pragma omp simd
+        for (int ii = 0; ii < 16; ++ii) o[i0 + ii] = ov[ii];
+    }
+    for (int i = i0; i < d; ++i) {
+        float ov = o[i] * alpha;
+        for (int j = 0; j < n; ++j) ov += s[j] * V[j * v_stride + i];
+        o[i] = ov;
+    }
+}
+
 static void attention_decode(const AttnArgs& a, int t, int pos, int g) {
     const int d = a.d, group = a.nh / a.nkv, bs = a.block_size;
     const size_t tok_stride = (size_t)a.nkv * d;
@@ -49,36 +85,7 @@ static void attention_decode(const AttnArgs& a, int t, int pos, int g) {
                 for (int i = 0; i < d; ++i) dot += q[i] * k[i];
                 s[j] = dot * a.scale;
             }
-            float m = mx[r];
-            for (int j = 0; j < jn; ++j) m = std::max(m, s[j]);
-            const float alpha = fast_exp(mx[r] - m);  // ~0 on the first block (mx = -inf)
-            for (int j = 0; j < jn; ++j) s[j] -= m;
-            exp_inplace(s, jn);
-            float psum = 0.0f;
-#pragma omp simd reduction(+ : psum)
-            for (int j = 0; j < jn; ++j) psum += s[j];
-            mx[r] = m;
-            l[r] = l[r] * alpha + psum;
-            float* o = acc + (size_t)r * d;
-            int i0 = 0;
-            for (; i0 + 16 <= d; i0 += 16) {  // 16 output dims stay in a register across the keys
-                float ov[16];
-#pragma omp simd
-                for (int ii = 0; ii < 16; ++ii) ov[ii] = o[i0 + ii] * alpha;
-                for (int j = 0; j < jn; ++j) {
-                    const float p = s[j];
-                    const float* v = V + j * ks + i0;
-#pragma omp simd
-                    for (int ii = 0; ii < 16; ++ii) ov[ii] += p * v[ii];
-                }
-#pragma omp simd
-                for (int ii = 0; ii < 16; ++ii) o[i0 + ii] = ov[ii];
-            }
-            for (int i = i0; i < d; ++i) {
-                float ov = o[i] * alpha;
-                for (int j = 0; j < jn; ++j) ov += s[j] * V[j * ks + i];
-                o[i] = ov;
-            }
+            online_softmax_block(s, jn, mx[r], l[r], acc + (size_t)r * d, V, ks, d);
         }
     }
     for (int r = 0; r < group; ++r) {
@@ -133,37 +140,7 @@ static void attention(const AttnArgs& a, int t0, int t1, int pos0, int g) {
                 }
                 for (int jj = 0; jj < 16; ++jj) s[j0 + jj] = sc[jj];
             }
-            float m = mx[r];
-            for (int j = 0; j < valid; ++j) m = std::max(m, s[j]);
-            const float alpha = fast_exp(mx[r] - m);  // ~0 on the first block (mx = -inf)
-            for (int j = 0; j < valid; ++j) s[j] -= m;
-            exp_inplace(s.data(), valid);
-            float psum = 0.0f;
-#pragma omp simd reduction(+ : psum)
-            for (int j = 0; j < valid; ++j) psum += s[j];
-            mx[r] = m;
-            l[r] = l[r] * alpha + psum;
-            float* o = &acc[(size_t)r * d];
-            // 16 output dims at a time stay in a register across the block's keys
-            int i0 = 0;
-            for (; i0 + 16 <= d; i0 += 16) {
-                float ov[16];
-#pragma omp simd
-                for (int ii = 0; ii < 16; ++ii) ov[ii] = o[i0 + ii] * alpha;
-                for (int j = 0; j < valid; ++j) {
-                    const float p = s[j];
-                    const float* v = &vb[(size_t)j * d + i0];
-#pragma omp simd
-                    for (int ii = 0; ii < 16; ++ii) ov[ii] += p * v[ii];
-                }
-#pragma omp simd
-                for (int ii = 0; ii < 16; ++ii) o[i0 + ii] = ov[ii];
-            }
-            for (int i = i0; i < d; ++i) {
-                float ov = o[i] * alpha;
-                for (int j = 0; j < valid; ++j) ov += s[j] * vb[(size_t)j * d + i];
-                o[i] = ov;
-            }
+            online_softmax_block(s.data(), valid, mx[r], l[r], &acc[(size_t)r * d], vb.data(), d, d);
         }
     }
     for (int r = 0; r < R; ++r) {
