@@ -86,13 +86,21 @@ def _allocate_kv(config, num_blocks: int, block_size: int, dtype, device: str) -
 
     if device != "cpu":
         return allocate_kv_cache(config, num_blocks, block_size, dtype=dtype, device=device)
-    # Zeroing a 1 GiB pool up front faults in every page (seconds on a busy machine) for blocks
-    # most runs never touch. A fresh allocation of this size is an anonymous mapping that reads as
-    # zeros anyway, and attention only weights slots that were written (padding slots of a last
-    # block get probability 0 and hold zeros or an earlier sequence's finite K/V).
+    # The pool must read as zeros: the torch reference attends over whole blocks and gives padding
+    # slots probability 0, and 0 * NaN from stale memory is NaN. torch.zeros would write (and so
+    # fault in) every page of a 1 GiB pool up front for blocks most runs never touch; numpy's zeros
+    # come from calloc, whose large allocations are fresh zero pages mapped lazily, while a small
+    # pool, which malloc may carve from reused heap memory, is cleared, cheaply.
+    import numpy as np
+
     shape = (num_blocks, block_size, config.num_key_value_heads, config.head_dim)
-    return [(torch.empty(shape, dtype=dtype), torch.empty(shape, dtype=dtype))
-            for _ in range(config.num_hidden_layers)]
+    nbytes = torch.empty((), dtype=dtype).element_size() * num_blocks * block_size * \
+        config.num_key_value_heads * config.head_dim
+
+    def zeroed():
+        return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(dtype).view(shape)
+
+    return [(zeroed(), zeroed()) for _ in range(config.num_hidden_layers)]
 
 
 def create_engine(args: EngineArgs):

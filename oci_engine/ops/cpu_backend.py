@@ -115,6 +115,18 @@ def _sdpa_one(q, k_cache, v_cache, table_row, ctx: int, scale: float) -> torch.T
     return o[0].transpose(0, 1)
 
 
+def block_tables_for(meta: AttentionMetadata, lens: list[int], block_size: int) -> torch.Tensor:
+    """The metadata's block tables as the kernels read them (int32, contiguous), checked to cover every
+    sequence: a table too short would send the kernel past its row."""
+    bt = meta.block_tables
+    if bt.dtype != torch.int32 or not bt.is_contiguous():
+        bt = bt.to(torch.int32).contiguous()
+    if lens and max(lens) > bt.shape[1] * block_size:
+        raise ValueError(f"attention: a sequence of {max(lens)} tokens needs more than the block table's "
+                         f"{bt.shape[1]} blocks of {block_size}; the metadata is inconsistent")
+    return bt
+
+
 def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
               scale: float) -> torch.Tensor:
     if q.dtype != _F32 or not (_cache_ok(k_cache) and v_cache.dtype == k_cache.dtype and v_cache.is_contiguous()):
@@ -124,13 +136,8 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, met
     out = torch.empty_like(q)
     starts = meta.query_start_loc_list or meta.query_start_loc.tolist()
     lens = meta.seq_lens_list or meta.seq_lens.tolist()
-    bt = meta.block_tables
-    if bt.dtype != torch.int32 or not bt.is_contiguous():
-        bt = bt.to(torch.int32).contiguous()
     bs = k_cache.shape[1]
-    if lens and max(lens) > bt.shape[1] * bs:
-        raise ValueError(f"attention: a sequence of {max(lens)} tokens needs more than the block table's "
-                         f"{bt.shape[1]} blocks of {bs}; the metadata is inconsistent")
+    bt = block_tables_for(meta, lens, bs)
     short = [i for i in range(len(lens)) if starts[i + 1] - starts[i] < SDPA_MIN_NEW_TOKENS]
     for i in range(len(lens)):
         if i not in short and starts[i + 1] > starts[i]:

@@ -14,7 +14,7 @@ import torch
 from oci_engine import _C
 from oci_engine.attention_metadata import AttentionMetadata
 from oci_engine.ops import cpu_linear
-from oci_engine.ops.cpu_backend import SDPA_MIN_NEW_TOKENS  # cpu_backend imports this module lazily
+from oci_engine.ops.cpu_backend import SDPA_MIN_NEW_TOKENS, block_tables_for  # cpu_backend imports this module lazily
 from oci_engine.ops.cpu_linear import QuantLinear
 
 _F32 = torch.float32
@@ -59,13 +59,8 @@ class FusedDecoder:
             if k.dtype != k0.dtype or v.dtype != k0.dtype or not (k.is_contiguous() and v.is_contiguous()):
                 return None
             kv += (k.data_ptr(), v.data_ptr())
-        bt = meta.block_tables
-        if bt.dtype != torch.int32 or not bt.is_contiguous():
-            bt = bt.to(torch.int32).contiguous()
         bs = k0.shape[1]
-        if lens and max(lens) > bt.shape[1] * bs:
-            raise ValueError(f"attention: a sequence of {max(lens)} tokens needs more than the block table's "
-                             f"{bt.shape[1]} blocks of {bs}; the metadata is inconsistent")
+        bt = block_tables_for(meta, lens, bs)
         h = h.contiguous()
         pos = positions if positions.dtype == torch.int64 and positions.is_contiguous() else \
             positions.to(torch.int64).contiguous()

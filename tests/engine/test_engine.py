@@ -243,3 +243,14 @@ def test_vllm_style_prompt_dicts(tiny, alone):
     llm = make_llm(tiny)
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts16()[:3]], GREEDY, use_tqdm=False)
     assert [o.token_ids for o in outs] == alone[:3]
+
+
+def test_kv_pool_reads_as_zeros_over_reused_memory(tiny):
+    """The torch reference gives a last block's unwritten slots probability 0; stale NaNs there would
+    still poison 0 * NaN. A small pool carved from freed, NaN-filled heap memory must read as zeros
+    (before this was fixed, greedy outputs turned into token 0 after other tests freed such memory)."""
+    for _ in range(3):
+        junk = [torch.full((1 << 18,), float("nan")) for _ in range(16)]  # 1 MiB each, heap-sized
+        del junk
+        llm = make_llm(tiny)
+        assert all(not k.any() and not v.any() for k, v in llm.engine.runner.kv_caches)
