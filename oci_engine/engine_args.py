@@ -91,11 +91,12 @@ def _allocate_kv(config, num_blocks: int, block_size: int, dtype, device: str) -
     # fault in) every page of a 1 GiB pool up front for blocks most runs never touch; numpy's zeros
     # come from calloc, whose large allocations are fresh zero pages mapped lazily, while a small
     # pool, which malloc may carve from reused heap memory, is cleared, cheaply.
+    import math
+
     import numpy as np
 
     shape = (num_blocks, block_size, config.num_key_value_heads, config.head_dim)
-    nbytes = torch.empty((), dtype=dtype).element_size() * num_blocks * block_size * \
-        config.num_key_value_heads * config.head_dim
+    nbytes = torch.empty((), dtype=dtype).element_size() * math.prod(shape)
 
     def zeroed():
         return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(dtype).view(shape)

@@ -50,9 +50,6 @@ class KVCacheManager:
 
     def block_keys(self, seq: Sequence, num_full_blocks: int) -> list[bytes]:
         """The chained keys of seq's first num_full_blocks blocks (computed once, kept on seq)."""
-        return self._keys(seq, num_full_blocks)
-
-    def _keys(self, seq: Sequence, num_full_blocks: int) -> list[bytes]:
         keys, bs = seq.block_keys, self.block_size
         for i in range(len(keys), num_full_blocks):
             keys.append(block_key(keys[i - 1] if i else None, seq.token_ids[i * bs:(i + 1) * bs]))
@@ -65,7 +62,7 @@ class KVCacheManager:
             return []  # prompt logprobs need every prompt position's logits, so nothing is skipped
         bs = self.block_size
         n = (len(seq) - 1) // bs
-        keys = self._keys(seq, n)
+        keys = self.block_keys(seq, n)
         hits = []
         for i in range(n):
             block = self.pool.lookup(keys[i], tuple(seq.token_ids[i * bs:(i + 1) * bs]))
@@ -105,7 +102,7 @@ class KVCacheManager:
         n_full = min(seq.num_computed_tokens // self.block_size, len(seq.block_table))
         if not self.enable_prefix_caching or n_full <= seq.num_registered_blocks:
             return
-        keys, bs = self._keys(seq, n_full), self.block_size
+        keys, bs = self.block_keys(seq, n_full), self.block_size
         for i in range(seq.num_registered_blocks, n_full):
             block = self.pool.blocks[seq.block_table[i]]
             self.pool.register(block, keys[i], tuple(seq.token_ids[i * bs:(i + 1) * bs]))

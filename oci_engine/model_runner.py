@@ -24,6 +24,13 @@ class StepResult:
     sampled: dict[int, SampleResult]  # seq_id -> the token picked for it this step
 
 
+def _take_rows(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """x[rows] for increasing rows; a decode step takes every row in order, and then no gather copy."""
+    if len(rows) == x.shape[0] and rows[-1] == len(rows) - 1:
+        return x
+    return x[torch.tensor(rows, device=x.device)]
+
+
 class ModelRunner:
     def __init__(self, model, kv: KVCacheManager, kv_caches: list, eos_token_ids=(), device="cpu"):
         self.model = model
@@ -80,10 +87,10 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> StepResult:
-        if self.graphs is not None and self.graphs.handles(batch):
-            logits = self.graphs.logits(batch).float()
-            return self._sample(logits, [(seq, i) for i, seq in enumerate(batch.seqs)])
         input_ids, positions, meta, starts = self._metadata(batch)
+        if self.graphs is not None and self.graphs.handles(batch):
+            logits = self.graphs.logits(input_ids, positions, meta).float()
+            return self._sample(logits, [(seq, i) for i, seq in enumerate(batch.seqs)])
         hidden = self.model.forward(input_ids, positions, self.kv_caches, meta)
 
         rows: list[int] = []  # hidden rows that get logits
@@ -105,10 +112,7 @@ class ModelRunner:
                 rows.append(starts[i + 1] - 1)
         if not rows:
             return StepResult({})
-        # A decode step scores every row in order: no gather copy then.
-        picked = hidden if len(rows) == hidden.shape[0] and rows[-1] == len(rows) - 1 else \
-            hidden[torch.tensor(rows, device=hidden.device)]
-        logits = self.model.compute_logits(picked).float()
+        logits = self.model.compute_logits(_take_rows(hidden, rows)).float()
 
         for seq, first, pos, count in prompt_lp:
             if seq.prompt_logprobs is None:
@@ -136,7 +140,5 @@ class ModelRunner:
                 generator=self._generators[seq.seq_id],
                 eos_token_ids=self.eos_token_ids,
             ))
-        idx = [r for _, r in samplers]
-        in_order = len(idx) == logits.shape[0] and idx[-1] == len(idx) - 1
-        results = sample(logits if in_order else logits[idx], sample_rows)
+        results = sample(_take_rows(logits, [r for _, r in samplers]), sample_rows)
         return StepResult({seq.seq_id: r for (seq, _), r in zip(samplers, results)})

@@ -221,8 +221,7 @@ class _StaticReplay:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter path; on a GPU the real graphs are tested")
 def test_engine_decode_steps_through_static_buffers_match_eager(tiny_checkpoint):
     """The engine's graph path on the CPU: ModelRunner hands decode steps to a DecodeGraphRunner, which
-    builds the step's inputs from the scheduled sequences (block tables cut to the blocks in use) and
-    pads them into a bucket; greedy tokens of a mixed batch, some finishing early, equal the eager run's."""
+    takes the step's inputs as the runner describes them and pads them into a bucket; greedy tokens of a mixed batch, some finishing early, equal the eager run's."""
     from oci_engine import LLM, SamplingParams
     from oci_engine.cuda_graphs import model_decode_step
     from oci_engine.decode_graph_runner import DecodeGraphRunner
@@ -237,8 +236,8 @@ def test_engine_decode_steps_through_static_buffers_match_eager(tiny_checkpoint)
         if static:
             runner = DecodeGraphRunner.__new__(DecodeGraphRunner)
             engine = llm.engine
-            runner.block_size, runner.device, runner.max_batch = engine.kv.block_size, torch.device("cpu"), 4
-            runner.width = -(-engine.max_seq_len // runner.block_size)
+            runner.max_batch = 4
+            runner.width = -(-engine.max_seq_len // engine.kv.block_size)
             runner.graphs = _StaticReplay(*model_decode_step(engine.runner.model, engine.runner.kv_caches,
                                                              runner.width, 4, device="cpu"), [1, 2, 4])
             engine.runner.graphs = runner
