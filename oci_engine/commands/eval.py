@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 from oci_engine.commands.engine_flags import engine_kwargs
                 from oci_engine.evals.prompts import resolve_style
 
-                model = args.model or "smollm2-135m"
+                model = args.model
                 if args.threads is not None:
                     import torch
 
@@ -174,6 +174,6 @@ def _load_tasks(args):
 def _default_output(args, rounds: int, public: bool) -> str:
     if args.samples:
         return args.samples + "_results.jsonl"
-    model = os.path.basename((args.model or "smollm2-135m").rstrip("/"))
+    model = os.path.basename(args.model.rstrip("/"))
     mode = f"fb{rounds}-{'public' if public else 'oracle'}" if rounds else "single"
     return f"eval-{args.benchmark}-{model}-{mode}.jsonl"
