@@ -175,6 +175,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--prefill-tokens", type=int, default=1000)
     ap.add_argument("--engines", default="ours,llamacpp,hf,hf-bf16")
+    ap.add_argument("--tasks", default="decode,batch,prefill",
+                    help="comma-separated subset of decode (batch 1), batch (--batch sequences), prefill")
     args = ap.parse_args(argv)
 
     from oci_engine import _C
@@ -192,9 +194,14 @@ def main(argv=None):
     for name in args.engines.split(","):
         print(f"loading {name} ...", flush=True)
         engines[name] = makers[name](path, args)
-    tasks = {"decode b=1 tok/s": lambda e: e["decode"](prompt, 1, args.decode_tokens),
-             f"decode b={args.batch} aggregate tok/s": lambda e: e["decode"](prompt, args.batch, args.decode_tokens // 2),
-             f"prefill {len(long_ids)} tok/s": lambda e: e["prefill"](long_ids)}
+    every = {"decode": ("decode b=1 tok/s", lambda e: e["decode"](prompt, 1, args.decode_tokens)),
+             "batch": (f"decode b={args.batch} aggregate tok/s",
+                       lambda e: e["decode"](prompt, args.batch, args.decode_tokens // 2)),
+             "prefill": (f"prefill {len(long_ids)} tok/s", lambda e: e["prefill"](long_ids))}
+    wanted = args.tasks.split(",")
+    if unknown := set(wanted) - set(every):
+        ap.error(f"--tasks: unknown {', '.join(sorted(unknown))}; choose from {', '.join(every)}")
+    tasks = dict(every[k] for k in every if k in wanted)
     skip = {("llamacpp", f"decode b={args.batch} aggregate tok/s"), ("hf-bf16", "decode b=1 tok/s"),
             ("hf-bf16", f"decode b={args.batch} aggregate tok/s")}
     results: dict[tuple[str, str], list[float]] = {}
@@ -217,7 +224,7 @@ def main(argv=None):
         cells = "".join(f"{med[n]:12.1f}" if n in med else f"{'-':>12s}" for n in engines)
         ratios = ", ".join(f"/{n} {med['ours'] / med[n]:.2f}x" for n in med if n != "ours") if "ours" in med else ""
         print(f"{task:34s}{cells}   {ratios}")
-    if "ours" in engines:
+    if "ours" in engines and "decode" in wanted:
         outside, shares = profile_decode_step(engines["ours"]["runner"], prompt)
         print(f"\nprofile of a batch-1 decode step: {outside:.1%} of wall time outside C++ kernels; "
               + ", ".join(f"{n} {v:.1%}" for n, v in sorted(shares.items(), key=lambda kv: -kv[1])))
