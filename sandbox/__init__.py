@@ -14,12 +14,14 @@ result.py for the sandbox's own types: Timeout, Crash, OutputLimit, SessionLost,
 `Result.images` is a list of PNG bytes, one per matplotlib figure the cell left open.
 
 Processes: host -> launcher -> namespace holder -> zygote (pid 1 of the sandbox's pid namespace)
--> template (forks one-shot children ahead of demand) and one parked process per session (forks
-that session's next cell). File map: policy (the data), seccomp_filter, namespaces, limits,
-protocol (frames), zygote / zygote_spares / zygote_sessions (the helper's loop), child (what a
-forked child does), cell (running code like a notebook), reseed (fresh random generators per
-fork), hugepages (the zygote's heap on huge pages: a cell's fork and exit copy and free far fewer
-page-table entries), spare_pool / cell_runs (host side of a cell), session, sandbox (the
+-> two templates that fork one-shot children ahead of demand (lean: forked before the modules
+outside policy.lean_preload were imported, for cells whose code cannot need them; full) and one
+parked process per session (forks that session's next cell). File map: policy (the data),
+seccomp_filter, namespaces, limits, protocol (frames), zygote / zygote_spares / zygote_sessions
+(the helper's loop), child (what a forked child does), cell (running code like a notebook),
+reseed (fresh random generators per fork), hugepages (the zygote's heap on huge pages: a cell's
+fork and exit copy and free far fewer page-table entries), template_choice (lean or full, from
+the cell's text), spare_pool / cell_runs (host side of a cell), session, sandbox (the
 thread-safe front), zygote_client (starting the helper).
 """
 from .policy import Limits, Namespaces, Policy, SyscallPolicy

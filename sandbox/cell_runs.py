@@ -52,7 +52,8 @@ def session_cell(sb, session, code, timeout):
 def one_shot(sb, code, timeout):
     z = sb._zygote_alive()
     alive = lambda: z.alive
-    spare = sb._pool.take(alive)
+    chooser = sb._chooser
+    spare = sb._pool.take(alive, "full" if chooser is None else chooser.kind(code))
     if spare is None:
         return Result(error=CellError("SandboxError", "the sandbox helper did not provide a "
                                       "process in time; it restarts on the next call"))

@@ -90,14 +90,22 @@ def isolate(z, channel_fd, out_fd, err_fd, workdir, timeout, session, pre_isolat
     return flt.load(listener=session)
 
 
-def template(z, ctrl_fd):
+def template(z, ctrl_fd, wait_for_root=False):
     """Trusted, never runs user code: forks one-shot spares on the zygote's order, reaps them
-    and reports how each ended."""
+    and reports how each ended. `wait_for_root`: forked while the zygote still had the
+    launcher's identity and the host's root; both are gone once the zygote says so."""
     os.dup2(ctrl_fd, 3)
-    os.dup2(z.devnull, 4)
+    os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # the host channel above all
+    if wait_for_root:
+        z.become_namespace_root()  # the launcher's host uid never reaches a spare
+    limits_mod.die_with_parent()  # after the id change, which clears it
+    if wait_for_root and os.read(3, 1) != protocol.TEMPLATE_GO:
+        os._exit(0)  # the zygote died before its root was ready
+    fd = os.open("/dev/null", os.O_RDWR)  # the sandbox root's, now that it is built
+    os.dup2(fd, 4)
+    if fd != 4:
+        os.close(fd)
     z.devnull = 4
-    os.closerange(5, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # the host channel above all
-    limits_mod.die_with_parent()
     # What every one-shot child would otherwise do for itself, done once here.
     limits_mod.apply_static_rlimits(z.policy.limits)
     limits_mod.drop_privileges(z.in_user_ns, z.policy.unprivileged_uid, z.policy.unprivileged_gid)

@@ -4,13 +4,14 @@ import os
 
 class Job:
     __slots__ = ("id", "pid", "chan", "reader", "header", "body", "workdir", "session", "done",
-                 "reason", "out", "err", "taken", "kill_pending")
+                 "reason", "out", "err", "taken", "kill_pending", "kind")
 
     def __init__(self, job_id):
         self.id, self.pid, self.chan, self.reader = job_id, None, None, None
         self.header, self.body, self.workdir, self.session = None, b"", None, None
         self.done, self.reason = False, None
         self.taken = self.kill_pending = False
+        self.kind = None  # a one-shot spare's template kind
         # The cell's stdout/stderr memory files, held here so a killed cell's output survives.
         self.out = os.memfd_create("stdout", os.MFD_CLOEXEC)
         self.err = os.memfd_create("stderr", os.MFD_CLOEXEC)

@@ -48,7 +48,9 @@ def unmount(path):
 
 def enter(ns, uid, gid):
     """Run in the launcher. Returns only in the process that is to become the zygote, with a
-    report {namespace: True/False or reason}; the intermediate processes wait and exit."""
+    report {namespace: True/False or reason}; the intermediate processes wait and exit.
+    The zygote still has the launcher's host uid on return (it may finish importing from a home
+    only that uid can read); it calls become_namespace_root() before it builds the root."""
     report = {"user": "disabled by policy"}
     ready_r, ready_w = os.pipe()
     mapped_r, mapped_w = os.pipe()
@@ -81,15 +83,15 @@ def enter(ns, uid, gid):
             report[name] = True
         except OSError as e:
             report[name] = f"unavailable ({e.strerror})"
-    if report.get("user") is True:
-        if report.get("mount") is True:
-            # Still the host's uid here: a root launcher's Python may live under /root, which
-            # the mapped unprivileged id could not even look up later.
-            _hold(list(ns.ro_paths) + python_prefixes())
-        become_namespace_root()
+    if report.get("user") is True and report.get("mount") is True:
+        # Still the host's uid here: a root launcher's Python may live under /root, which
+        # the mapped unprivileged id could not even look up later.
+        _hold(list(ns.ro_paths) + python_prefixes())
     if report.get("pid") is True:
         pid = os.fork()
         if pid:
+            if report.get("user") is True:
+                become_namespace_root()  # the holder keeps no host identity either
             _wait_and_exit(pid)
         _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
     return report

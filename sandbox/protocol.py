@@ -66,6 +66,7 @@ _TIMEOUT = struct.Struct("<d")
 # each fork, so it reads and writes these without json too.
 SPARE_ORDER = b'{"op":"spare","nfds":3}'  # body: the spare's work directory; fds: channel, out, err
 SPARE_ORDER_HEADER = {"op": "spare", "nfds": 3}
+TEMPLATE_GO = b"G"  # one raw byte before any frame: the root a waiting template needs is ready
 
 
 def forked_frame(pid):

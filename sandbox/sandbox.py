@@ -13,7 +13,7 @@ import time
 
 from oci_engine.errors import SandboxError, TooManySessionsError
 
-from . import cell_runs, spare_pool
+from . import cell_runs, spare_pool, template_choice
 from .policy import Policy
 from .session import Session
 from .zygote_client import ZygoteProcess
@@ -73,6 +73,12 @@ class Sandbox:
                    + "; seccomp, rlimits and the privilege drop still apply")
             log.warning(msg)
             print(msg, file=sys.stderr)
+        iso = self.isolation
+        self._chooser = None
+        if "lean" in iso.get("templates", ()):
+            lean = iso.get("lean_preloaded", [])
+            self._chooser = template_choice.Chooser(
+                lean, [m for m in iso.get("preloaded", []) if m not in lean])
         log.info("sandbox started: %s", self.isolation)
 
     def _zygote_alive(self):
@@ -88,7 +94,7 @@ class Sandbox:
     def _on_frame(self, header, body, fds, generation):
         op = header.get("op")
         if op == "spare":
-            self._pool.add(header["spare"], fds, generation)
+            self._pool.add(header["spare"], fds, generation, header.get("kind", "full"))
         elif op == "exited":
             self._pool.exited(header["spare"], header.get("status"))
         elif op == "done":

@@ -18,10 +18,10 @@ EXIT_WAIT_S = 5.0
 
 
 class Spare:
-    __slots__ = ("id", "sock", "out", "err", "generation")
+    __slots__ = ("id", "sock", "out", "err", "generation", "kind")
 
-    def __init__(self, spare_id, fds, generation):
-        self.id, self.generation = spare_id, generation
+    def __init__(self, spare_id, fds, generation, kind="full"):
+        self.id, self.generation, self.kind = spare_id, generation, kind
         self.sock = socket.socket(fileno=fds[0])
         self.out, self.err = fds[1], fds[2]
 
@@ -35,20 +35,24 @@ class Spare:
 
 
 class SparePool:
+    """Ready spares by template kind ("lean", "full"). A lean request takes a full spare when
+    no lean one is ready (a ready full spare answers sooner than a lean one still forking); a
+    full request waits for a full one."""
+
     def __init__(self):
         self._cv = threading.Condition()
-        self._spares = collections.deque()
+        self._spares = {"lean": collections.deque(), "full": collections.deque()}
         self._exits = collections.OrderedDict()  # spare id -> raw wait status (or None)
         self.generation = 0
 
     # -- fed by the zygote reader thread ------------------------------------------------------
-    def add(self, spare_id, fds, generation):
-        if len(fds) != 3:
+    def add(self, spare_id, fds, generation, kind="full"):
+        if len(fds) != 3 or kind not in self._spares:
             for fd in fds:
                 os.close(fd)
             return
         with self._cv:
-            self._spares.append(Spare(spare_id, fds, generation))
+            self._spares[kind].append(Spare(spare_id, fds, generation, kind))
             self._cv.notify_all()
 
     def exited(self, spare_id, status):
@@ -62,19 +66,23 @@ class SparePool:
         """The zygote changed: its spares are gone with it."""
         with self._cv:
             self.generation = generation
-            while self._spares:
-                self._spares.popleft().close()
+            for queue in self._spares.values():
+                while queue:
+                    queue.popleft().close()
             self._cv.notify_all()
 
     # -- used by callers ----------------------------------------------------------------------
-    def take(self, alive, wait_s=60.0):
+    def take(self, alive, kind="full", wait_s=60.0):
         end = time.monotonic() + wait_s
+        order = ("lean", "full") if kind == "lean" else ("full",)
         with self._cv:
             while True:
-                while self._spares and self._spares[0].generation != self.generation:
-                    self._spares.popleft().close()
-                if self._spares:
-                    return self._spares.popleft()
+                for k in order:
+                    queue = self._spares[k]
+                    while queue and queue[0].generation != self.generation:
+                        queue.popleft().close()
+                    if queue:
+                        return queue.popleft()
                 left = end - time.monotonic()
                 if left <= 0 or not alive():
                     return None

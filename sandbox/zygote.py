@@ -20,6 +20,7 @@ import sys
 from . import hugepages, namespaces, protocol, seccomp_filter, zygote_sessions, zygote_spares
 from .policy import Policy
 
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -34,23 +35,43 @@ class Zygote:
         self.sel = selectors.DefaultSelector()
         self.by_pid, self.sessions = {}, {}
         self.handed = {}  # spare id -> Job: one-shot children whose channel the host holds
-        self.untaken = 0  # handed but not yet used for a cell: kept at pool_size
+        # Per template kind ("lean", "full"; see zygote_spares): its process (pid, socket,
+        # reader), spares handed but not yet used for a cell (kept at pool_size), and spares
+        # ordered whose pid it has not said yet (in order).
+        self.templates = {}
+        self.untaken = collections.Counter()
+        self.awaiting_pid = collections.defaultdict(collections.deque)
         self.spare_ids = 0
-        self.awaiting_pid = collections.deque()  # ordered, the template has not said its pid yet
         self.pool_size = 2
-        self.template = None
         self.in_user_ns = False
+        self.report = {}
         self.devnull = None
         self.workroot = None
         self.own_mounts = False
 
     # -- start-up ---------------------------------------------------------------------------
-    def isolate(self):
+    def enter(self):
+        """Enter the namespaces (this process becomes the zygote); the host identity stays until
+        build_root(), so the rest of the preload can still read the launcher's files."""
         ns = self.policy.namespaces
         report = namespaces.enter(ns, self.policy.unprivileged_uid, self.policy.unprivileged_gid)
         self.in_user_ns = report.get("user") is True
+        self.report = report
         ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # cells may not read our memory
         ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        return report
+
+    def become_namespace_root(self):
+        if self.in_user_ns:
+            namespaces.become_namespace_root()
+            # An id change resets both: memory stays unreadable, and we still die with our parent.
+            ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+            if self.report.get("pid") is True:
+                ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    def build_root(self, report):
+        ns = self.policy.namespaces
+        self.become_namespace_root()
         if report.get("mount") is True:
             try:
                 report["root"] = namespaces.build_root(ns, self.policy.limits,
@@ -110,8 +131,9 @@ class Zygote:
         self.sel.register(self.host, selectors.EVENT_READ, ("host", None))
         self.sel.register(wake_r, selectors.EVENT_READ, ("sigchld", None))
         while True:
-            while self.untaken < self.pool_size and self.template is not None:
-                zygote_spares.spawn_spare(self)
+            for kind in list(self.templates):
+                while self.untaken[kind] < self.pool_size and kind in self.templates:
+                    zygote_spares.spawn_spare(self, kind)
             for key, _ in self.sel.select():
                 kind, obj = key.data
                 if kind == "host":
@@ -125,7 +147,7 @@ class Zygote:
                 elif kind == "job":
                     self.on_job(obj)
                 elif kind == "template":
-                    zygote_spares.on_template(self)
+                    zygote_spares.on_template(self, obj)
                 else:
                     zygote_sessions.on_event(self, kind, obj)
 
@@ -146,7 +168,7 @@ class Zygote:
                 job = self.handed.get(header["spare"])
                 if job is not None and not job.taken:
                     job.taken = True
-                    self.untaken -= 1
+                    self.untaken[job.kind] -= 1
                 if header.get("kill"):  # the cell is over: take and end in one frame
                     self._kill_spare(header["spare"])
             elif op == "kill_spare":
@@ -227,8 +249,8 @@ class Zygote:
                 pass
 
     def shutdown(self):
-        if self.template is not None:
-            self.kill_pid(self.template[0])
+        for pid, _sock, _reader in self.templates.values():
+            self.kill_pid(pid)
         for job in list(self.handed.values()):
             if job.pid is not None:
                 self.kill_pid(job.pid)
@@ -262,23 +284,43 @@ def preload(names):
     return loaded
 
 
+def settle_heap():
+    """Everything imported so far is shared with every fork: keep the collector's hands off it
+    (or a child's first collection writes to, and so copies, every page of the heap), then put
+    the heap on huge pages (last: what the forks copy is now final)."""
+    gc.collect()
+    gc.freeze()
+    hugepages.collapse_heap()
+
+
 def main():
     host = socket.socket(fileno=int(sys.argv[1]))
     reader = protocol.FrameReader(host)
     header, _, _ = reader.recv()
     policy = Policy.from_dict(header["policy"])
+    lean = [m for m in policy.preload if m in policy.lean_preload]
+    rest = [m for m in policy.preload if m not in policy.lean_preload]
     with hugepages.arenas_on_heap():
-        loaded = preload(policy.preload)
+        loaded = preload(lean)
     z = Zygote(host, reader, policy)
     z.pool_size = max(1, int(header.get("workers", 2)))
-    report = z.isolate()
-    # Everything imported so far is shared with every child: keep the collector's hands off it,
-    # or a child's first collection writes to (and so copies) every page of the heap.
-    gc.collect()
-    gc.freeze()
-    hugepages.collapse_heap()  # last: what the forks copy is now final
-    zygote_spares.start_template(z)
+    report = z.enter()
+    if rest:
+        # The lean template is forked before the rest is imported: the one-shot cells that do not
+        # need it fork from a heap (and a mapping list) a third the size. It waits for the root.
+        settle_heap()
+        zygote_spares.start_template(z, "lean", wait_for_root=True)
+        lean_loaded = list(loaded)
+        with hugepages.arenas_on_heap():
+            loaded += preload(rest)
+    report = z.build_root(report)
+    settle_heap()
+    zygote_spares.start_template(z, "full")
+    if "lean" in z.templates:
+        zygote_spares.release_template(z, "lean")
+        report["lean_preloaded"] = lean_loaded
     report["preloaded"] = loaded
+    report["templates"] = sorted(z.templates)
     report["threads"] = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
     z.reply({"op": "ready", "isolation": report})
     z.serve()
