@@ -72,24 +72,6 @@ static void dequant_row_bf16(int fmt, const uint8_t* w, int K, uint16_t* out) {
     }
 }
 
-// Lane i of the result = sum of the 16 lanes of v[i]: a transposing reduction, 45 instructions for
-// 16 sums where one _mm512_reduce_add_ps each would take ~130.
-static inline __m512 hsum16(const __m512* v) {
-    __m512 t[8], u[4];
-    for (int i = 0; i < 8; ++i)
-        t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-    for (int i = 0; i < 4; ++i) {
-        const __m512d a = _mm512_castps_pd(t[2 * i]), b = _mm512_castps_pd(t[2 * i + 1]);
-        u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
-    }
-    const __m512 p = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                                   _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
-    const __m512 q = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(2, 0, 2, 0)),
-                                   _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(p, q, _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(p, q, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
 // Y[m, n] for MR activation rows x 4 expanded weight rows (w, 4 rows K apart): 16 accumulators,
 // 8 loads per 16 vdpbf16ps (a 1 x 16 tile needs 17), one shared reduction; nv valid weight rows.
 template <int MR>
@@ -122,9 +104,16 @@ static void gemm_bf16(int fmt, const uint8_t* W, size_t w_stride, int n0, int n1
         const int ne = std::min(n1, nc + NC), padded = (ne - nc + 3) / 4 * 4;
         for (int n = nc; n < ne; ++n) dequant_row_bf16(fmt, W + n * w_stride, K, &wbuf[(size_t)(n - nc) * K]);
         std::fill(wbuf.begin() + (size_t)(ne - nc) * K, wbuf.begin() + (size_t)padded * K, (uint16_t)0);
+        // The next chunk's raw rows are fetched while this one is multiplied: spread over the tiles,
+        // the misses overlap the arithmetic instead of stalling the next expansion.
+        const char* pf = (const char*)(W + (size_t)ne * w_stride);
+        const char* pf_end = (const char*)(W + (size_t)std::min(n1, ne + NC) * w_stride);
+        const size_t tiles = (size_t)((M + 3) / 4) * (padded / 4);
+        const size_t per_tile = ((size_t)(pf_end - pf) / 64 + tiles) / tiles;
         for (int m = 0; m < M; m += 4) {
             const uint16_t* x = X + m * ldx;
             for (int j = 0; j < padded; j += 4) {
+                for (size_t i = 0; i < per_tile && pf < pf_end; ++i, pf += 64) _mm_prefetch(pf, _MM_HINT_T0);
                 const uint16_t* w = &wbuf[(size_t)j * K];
                 float* y = Y + m * ldy + nc + j;
                 const int nv = std::min(4, ne - nc - j);

@@ -95,10 +95,128 @@ static void attention_decode(const AttnArgs& a, int t, int pos, int g) {
     }
 }
 
+#if defined(OCI_AVX512)
+// ---- decode on AVX-512, head_dim a multiple of 16 (NV vectors): three passes over the context
+// instead of an online softmax per block. Scores of 16 keys at a time: each key's products summed
+// into one vector (independent FMA chains), then one transposing reduction (hsum16) gives the 16
+// scores as one vector; all scores stay in a buffer, so max, exp and sum run once per row over
+// whole vectors and PV needs no rescaling. The scalar-per-key dot products and per-block rescales
+// of attention_decode ran at ~300 cycles per key (SmolLM2, batch 16: 4.7 ms of a 31 ms step). ----
+template <bool BF>
+static inline __m512 load16(const void* base, size_t i) {
+    if constexpr (BF)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)((const uint16_t*)base + i))), 16));
+    else
+        return _mm512_loadu_ps((const float*)base + i);
+}
+
+template <int NV, bool BF>
+static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
+    constexpr int D = 16 * NV, RC = NV >= 4 ? 16 / NV : 4;  // PV: RC rows x NV accumulators at a time
+    const int G = a.nh / a.nkv, bs = a.block_size, n = pos + 1, nblk = pos / bs + 1;
+    const size_t npad = (size_t)(n + 15) / 16 * 16 + 16, tok = (size_t)a.nkv * D;
+    static thread_local std::vector<float> buf;
+    if (buf.size() < (size_t)G * npad + 2 * G) buf.resize((size_t)G * npad + 2 * G);
+    float* S = buf.data();
+    float* l = S + (size_t)G * npad;
+    const float* q0 = a.q + ((size_t)t * a.nh + (size_t)g * G) * D;
+    const char* kc = (const char*)a.k_cache;
+    const char* vc = (const char*)a.v_cache;
+    for (int b = 0; b < nblk; ++b) {
+        const int jn = std::min(bs, n - b * bs);
+        const size_t base = (size_t)a.block_table[b] * bs * tok + (size_t)g * D;
+        for (int r = 0; r < G; ++r) {
+            const float* q = q0 + (size_t)r * D;
+            for (int j0 = 0; j0 < jn; j0 += 16) {
+                const int cnt = std::min(16, jn - j0);
+                size_t kr[16];  // element offsets of the 16 keys; past the block's end, its last key again
+                for (int jj = 0; jj < 16; ++jj) kr[jj] = base + (size_t)(j0 + std::min(jj, cnt - 1)) * tok;
+                __m512 acc[16];
+                const __m512 q_0 = _mm512_loadu_ps(q);
+#pragma GCC unroll 16
+                for (int jj = 0; jj < 16; ++jj) acc[jj] = _mm512_mul_ps(q_0, load16<BF>(kc, kr[jj]));
+                for (int c = 1; c < NV; ++c) {
+                    const __m512 qc = _mm512_loadu_ps(q + 16 * c);
+#pragma GCC unroll 16
+                    for (int jj = 0; jj < 16; ++jj) acc[jj] = _mm512_fmadd_ps(qc, load16<BF>(kc, kr[jj] + 16 * c), acc[jj]);
+                }
+                _mm512_mask_storeu_ps(S + r * npad + (size_t)b * bs + j0, (__mmask16)((1u << cnt) - 1),
+                                      _mm512_mul_ps(hsum16(acc), _mm512_set1_ps(a.scale)));
+            }
+        }
+    }
+    for (int r = 0; r < G; ++r) {  // probabilities in place, unnormalised; l = their sum
+        float* s = S + r * npad;
+        __m512 mv = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+        int i = 0;
+        for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(s + i));
+        const __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
+        if (tail) mv = _mm512_mask_max_ps(mv, tail, mv, _mm512_maskz_loadu_ps(tail, s + i));
+        const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+        __m512 sum = _mm512_setzero_ps();
+        for (i = 0; i + 16 <= n; i += 16) {
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + i), m));
+            _mm512_storeu_ps(s + i, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        if (tail) {
+            const __m512 e = _mm512_maskz_mov_ps(tail, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + i), m)));
+            _mm512_mask_storeu_ps(s + i, tail, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        l[r] = _mm512_reduce_add_ps(sum);
+    }
+    for (int r0 = 0; r0 < G; r0 += RC) {
+        const int rn = std::min(RC, G - r0);
+        __m512 o[RC][NV];
+        for (int rr = 0; rr < RC; ++rr)
+            for (int c = 0; c < NV; ++c) o[rr][c] = _mm512_setzero_ps();
+        for (int b = 0; b < nblk; ++b) {
+            const int jn = std::min(bs, n - b * bs);
+            const size_t base = (size_t)a.block_table[b] * bs * tok + (size_t)g * D;
+            for (int j = 0; j < jn; ++j) {
+                __m512 v[NV];
+                for (int c = 0; c < NV; ++c) v[c] = load16<BF>(vc, base + j * tok + 16 * c);
+                const float* p = S + (size_t)r0 * npad + (size_t)b * bs + j;
+                for (int rr = 0; rr < RC; ++rr) {
+                    if (rr >= rn) break;
+                    const __m512 pv = _mm512_set1_ps(p[rr * npad]);
+                    for (int c = 0; c < NV; ++c) o[rr][c] = _mm512_fmadd_ps(pv, v[c], o[rr][c]);
+                }
+            }
+        }
+        for (int rr = 0; rr < rn; ++rr) {
+            float* out = a.out + ((size_t)t * a.nh + (size_t)g * G + r0 + rr) * D;
+            const float lr = l[r0 + rr];
+            const __m512 inv = _mm512_set1_ps(lr > 0.0f ? 1.0f / lr : 0.0f);
+            for (int c = 0; c < NV; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(o[rr][c], inv));
+        }
+    }
+}
+
+template <bool BF>
+static bool attention_decode_simd(const AttnArgs& a, int t, int pos, int g) {
+    switch (a.d) {
+        case 16: attention_decode16<1, BF>(a, t, pos, g); return true;
+        case 32: attention_decode16<2, BF>(a, t, pos, g); return true;
+        case 64: attention_decode16<4, BF>(a, t, pos, g); return true;
+        case 128: attention_decode16<8, BF>(a, t, pos, g); return true;
+        default: return false;
+    }
+}
+#endif
+
 // ---- paged attention: online softmax over the sequence's blocks, K/V of a block converted to
 // fp32 once and shared by every query row of the GQA group and of the query tile ----
 static void attention(const AttnArgs& a, int t0, int t1, int pos0, int g) {
-    if (t1 - t0 == 1) return attention_decode(a, t0, pos0, g);
+    if (t1 - t0 == 1) {
+#if defined(OCI_AVX512)
+        if (a.cache_bf16 ? attention_decode_simd<true>(a, t0, pos0, g) : attention_decode_simd<false>(a, t0, pos0, g))
+            return;
+#endif
+        return attention_decode(a, t0, pos0, g);
+    }
     const int d = a.d, group = a.nh / a.nkv, nq = t1 - t0, R = nq * group, bs = a.block_size;
     const int bsp = (bs + 15) / 16 * 16;  // K^T rows padded to whole 16-key vectors
     std::vector<float> acc((size_t)R * d, 0.0f), mx(R, -std::numeric_limits<float>::infinity()), l(R, 0.0f);
