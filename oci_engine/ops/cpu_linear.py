@@ -7,9 +7,10 @@ measured on SmolLM2's shapes, AVX-512 machine, 1-2 threads):
   blocks by integer instructions (no copy: resident memory stays at the file size);
 - 4 <= M < DENSE_MIN_ROWS (batched decode), on CPUs with AVX512-BF16: the C++ kernel expands each
   weight row to bf16 once and runs vdpbf16ps against every row in 4 x 4 register tiles (the C++
-  side picks this itself); at 16 and 32 rows it beats the torch path below on every layer shape
-  (by 10-40%, one thread) and loses only on the 49k-row LM head, which takes the torch path below
-  from 16 rows (DENSE_BIG_ELEMS);
+  side picks this itself); at 16 rows it beats the torch path below on every shape (by 10-40%,
+  one thread; the 49k-row LM head by 15%), at 32 rows it ties on the layers and keeps a batched
+  decode step of 32 sequences in the fused decoder stack (cpu_decoder.py: 7% faster per step than
+  the per-op path, one thread); the LM head takes the torch path from 32 rows (DENSE_BIG_ELEMS);
 - M >= DENSE_MIN_ROWS (prefill): the weight is expanded to bf16 in row chunks into one reused
   scratch buffer (bounded memory, no page faults per call) and multiplied by torch's blocked GEMM
   (oneDNN), which beats both kernels once a weight row meets this many activation rows.
@@ -34,10 +35,11 @@ except ValueError as e:
 # ggml type ids with a C++ kernel (gguf.GGMLQuantizationType values)
 KERNEL_TYPES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0", 12: "Q4_K", 14: "Q6_K"}
 BLOCK_ELEMS = {2: 32, 3: 32, 8: 32, 12: 256, 14: 256}
-DENSE_MIN_ROWS = 32
-# Weights this large (an LM head over a big vocabulary) take the torch path from 16 rows: SmolLM2's
-# 49152 x 576 Q8_0 head at 16 rows, one thread: 4.6 ms there, 5.4 ms in the bf16 kernel.
-DENSE_BIG_ELEMS, DENSE_BIG_MIN_ROWS = 1 << 23, 16
+DENSE_MIN_ROWS = 48
+# Weights this large (an LM head over a big vocabulary) take the torch path from 32 rows: SmolLM2's
+# 49152 x 576 Q8_0 head, one thread, in a decode step: 16 rows 1.7 ms faster in the bf16 kernel
+# (it prefetches the weight stream), 32 rows 1 ms slower there.
+DENSE_BIG_ELEMS, DENSE_BIG_MIN_ROWS = 1 << 23, 32
 # OCI_ENGINE_BATCH_INVARIANT=1 keeps every call on the int8 kernel, whose result for a row does not
 # depend on the other rows in the step (bitwise): a request then decodes the same tokens alone or
 # batched, at the cost of batched-decode and prefill speed.

@@ -137,7 +137,7 @@ def test_bf16_gemm_refused_off_the_avx512_path():
 
 
 @pytest.mark.parametrize("big", [False, True])
-@pytest.mark.parametrize("M", [1, 7, 16, 31, 32, 130])
+@pytest.mark.parametrize("M", [1, 7, 16, 31, 32, 47, 48, 130])
 def test_linear_all_paths_and_bias(M, big, monkeypatch):
     """int8 kernel (M < 4), bf16 kernel (4 <= M < DENSE_MIN_ROWS), chunked bf16 torch GEMM above,
     and from DENSE_BIG_MIN_ROWS rows for a weight of DENSE_BIG_ELEMS elements (an LM head)."""
