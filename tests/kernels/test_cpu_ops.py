@@ -72,8 +72,10 @@ CASES = [
     ([0], [77], 6, 2, 32, 16),                    # fresh prefill over several blocks and query tiles
     ([40, 0, 3], [9, 20, 1], 8, 2, 24, 8),        # cached prefix + new tokens, mixed with decode
     ([15], [2], 2, 1, 128, 32),                   # MQA, partial last block
-    ([0, 30], [150, 140], 6, 2, 32, 16),          # long chunks: torch SDPA on gathered K/V ...
+    ([0, 30], [150, 140], 6, 2, 32, 16),          # long chunks: blocked bf16 GEMMs on gathered K/V ...
     ([5, 50, 0], [1, 200, 7], 9, 3, 64, 16),      # ... mixed with kernel-served sequences
+    ([0, 21], [16, 65], 4, 1, 16, 8),             # ... MQA; exactly the threshold; a partial query block
+    ([3], [129], 5, 5, 40, 16),                   # ... MHA (one query head per KV head)
 ]
 
 
@@ -90,7 +92,14 @@ def test_paged_attention(prefix, new, nh, nkv, d, bs, cache_dtype):
     # (which multiplies masked slots by zero) gets them zeroed.
     expect = ref.attention(b.q, k_cache.float().nan_to_num(0.0), v_cache.float().nan_to_num(0.0), meta, d ** -0.5)
     assert not out.isnan().any()
-    torch.testing.assert_close(out, expect, rtol=2e-5, atol=2e-5)
+    # Chunks of SDPA_MIN_NEW_TOKENS or more run in bf16 (q, k, scores, probabilities and v rounded
+    # to 8 bits of mantissa): each output row within a few bf16 roundings of fp32; the rest is fp32.
+    long = torch.zeros(len(out), dtype=torch.bool)
+    for s, e in zip(meta.query_start_loc.tolist(), meta.query_start_loc.tolist()[1:]):
+        long[s:e] = e - s >= cpu.SDPA_MIN_NEW_TOKENS
+    torch.testing.assert_close(out[~long], expect[~long], rtol=2e-5, atol=2e-5)
+    err = (out[long] - expect[long]).norm(dim=-1) / expect[long].norm(dim=-1)
+    assert err.numel() == 0 or err.max() < 3e-2, f"bf16 prefill attention: relative row error {err.max():.2e}"
 
 
 @pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
