@@ -34,6 +34,13 @@ if _sources and os.environ.get("OCI_ENGINE_NO_EXT") != "1":
     ]
     cmdclass = {"build_ext": build_ext}
 
+# The sandbox's one-shot fork loop (sandbox/_spawner.c): plain C, no pybind11. Optional: without
+# it the sandbox runs the same loop in Python, a little slower per cell.
+from setuptools import Extension  # noqa: E402
+
+ext_modules.append(Extension("oci_engine.sandbox._spawner", ["sandbox/_spawner.c"],
+                             extra_compile_args=["-O2"], optional=True))
+
 test_requires = [
     "pytest>=7",
     "pytest-timeout",

@@ -10,11 +10,10 @@ import fcntl
 import os
 import resource
 import select
-import signal
 import socket
 import threading
 
-from . import cell, hugepages, limits as limits_mod, protocol, reseed
+from . import cell, limits as limits_mod, protocol, reseed
 
 CHANNEL_FD = 3  # the child's only socket: its result channel to the zygote
 OUT_FD, ERR_FD = 4, 5  # memory files the zygote also holds, so output survives a kill
@@ -50,11 +49,15 @@ def lean_fork(single_threaded=False):
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
     if pid == 0:
-        try:
-            threading.main_thread()._set_native_id()  # the one thing threading caches per process
-        except AttributeError:
-            pass
+        _after_c_fork()
     return pid
+
+
+def _after_c_fork():
+    try:
+        threading.main_thread()._set_native_id()  # the one thing threading caches per process
+    except AttributeError:
+        pass
 
 
 def _os_threads():
@@ -90,81 +93,18 @@ def isolate(z, channel_fd, out_fd, err_fd, workdir, timeout, session, pre_isolat
     return flt.load(listener=session)
 
 
-def template(z, ctrl_fd, wait_for_root=False):
-    """Trusted, never runs user code: forks one-shot spares on the zygote's order, reaps them
-    and reports how each ended. `wait_for_root`: forked while the zygote still had the
-    launcher's identity and the host's root; both are gone once the zygote says so."""
-    os.dup2(ctrl_fd, 3)
-    os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # the host channel above all
-    if wait_for_root:
-        z.become_namespace_root()  # the launcher's host uid never reaches a spare
-    limits_mod.die_with_parent()  # after the id change, which clears it
-    if wait_for_root and os.read(3, 1) != protocol.TEMPLATE_GO:
-        os._exit(0)  # the zygote died before its root was ready
-    fd = os.open("/dev/null", os.O_RDWR)  # the sandbox root's, now that it is built
-    os.dup2(fd, 4)
-    if fd != 4:
-        os.close(fd)
-    z.devnull = 4
-    # What every one-shot child would otherwise do for itself, done once here.
-    limits_mod.apply_static_rlimits(z.policy.limits)
-    limits_mod.drop_privileges(z.in_user_ns, z.policy.unprivileged_uid, z.policy.unprivileged_gid)
-    os.environ.update(HOME=".", TMPDIR=".")  # relative: each child's own work directory
-    # A cell's streams, namespace and stand-ins made here once: each fork gets a pristine copy
-    # and need not build (and so copy the pages of) its own.
-    capture = cell.Capture(OUT_FD, ERR_FD)
-    namespace = cell.new_namespace()
-    cell.prepare_process()
-    z.template_filter.load()  # the first stage of every one-shot child's filter
-    hugepages.collapse_heap()
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.set_wakeup_fd(wake_w)
-    ctrl = socket.socket(fileno=3)
-    order = protocol.SPARE_ORDER_HEADER
-    reader = protocol.FrameReader(ctrl, known={protocol.SPARE_ORDER: order})
-    while True:
-        try:
-            ready = select.select([ctrl, wake_r], [], [])[0]
-        except InterruptedError:
-            continue
-        if wake_r in ready:
-            try:
-                os.read(wake_r, 4096)
-            except BlockingIOError:
-                pass
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                ctrl.sendall(protocol.exited_frame(pid, status))
-        if ctrl in ready:
-            if not reader.fill():
-                os._exit(0)
-            for header, body, fds in reader.frames():
-                if header is order and len(fds) == 3:
-                    try:
-                        pid = lean_fork(single_threaded=True)  # the template has one thread
-                    except OSError:  # out of memory or processes: this spare is not coming
-                        pid = None
-                    if pid == 0:
-                        spare(z, fds, body.decode(), capture, namespace)
-                    ctrl.sendall(protocol.forked_frame(pid))
-                for fd in fds:
-                    os.close(fd)
-
-
 SPARE_CPU_S = 3600  # lowered to the cell's own budget once its code arrives
 
 
 def spare(z, fds, workdir, capture, namespace):
-    """A one-shot child forked ahead of demand: isolated and seeded, waiting for its code."""
+    """A one-shot child forked ahead of demand: isolated and seeded, waiting for its code.
+    fds None: the template's C loop forked it and has already isolated it (_spawner.c)."""
     chan = None
     try:
-        isolate(z, *fds, workdir, SPARE_CPU_S, session=False, pre_isolated=True)
+        if fds is None:
+            _after_c_fork()
+        else:
+            isolate(z, *fds, workdir, SPARE_CPU_S, session=False, pre_isolated=True)
         chan = socket.socket(fileno=CHANNEL_FD)
         reseed.reseed_fresh()
         cell.warm(capture, z.policy.limits)

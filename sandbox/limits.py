@@ -47,8 +47,12 @@ def apply_process_rlimits(limits, cpu_seconds):
 def set_cpu_limit(limits, cpu_seconds):
     """Its CPU clock started at fork, so the same budget applies per cell. The soft limit sends
     SIGXCPU (fatal by default); the hard one a second later is SIGKILL."""
+    resource.setrlimit(resource.RLIMIT_CPU, cpu_limit_values(limits, cpu_seconds))
+
+
+def cpu_limit_values(limits, cpu_seconds):
     soft_cpu = max(1, int(cpu_seconds + 0.999)) + limits.cpu_slack_s
-    resource.setrlimit(resource.RLIMIT_CPU, (soft_cpu, soft_cpu + 1))
+    return soft_cpu, soft_cpu + 1
 
 
 def set_session_cell_cpu_limit(limits, cpu_seconds):

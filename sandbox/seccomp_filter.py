@@ -144,6 +144,10 @@ class LoadedFilter:
         self._buf = ctypes.create_string_buffer(bpf, len(bpf))
         self._prog = _SockFprog(len(bpf) // 8, ctypes.addressof(self._buf))
 
+    def raw(self):
+        """(address, instruction count) of the program, for a loader in C (_spawner.c)."""
+        return ctypes.addressof(self._buf), self._prog.len
+
     def load(self, listener=False):
         """Apply to the calling process (irreversible). Returns the notification fd if asked."""
         if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:

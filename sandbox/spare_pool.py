@@ -15,6 +15,9 @@ import time
 from . import cell, protocol
 
 EXIT_WAIT_S = 5.0
+# How long a lean request waits for a lean spare before it takes a full one: a lean spare is
+# usually a fork away (a few ms), and a full spare taken instead costs a full fork to replace.
+LEAN_WAIT_S = 0.05
 
 
 class Spare:
@@ -35,9 +38,7 @@ class Spare:
 
 
 class SparePool:
-    """Ready spares by template kind ("lean", "full"). A lean request takes a full spare when
-    no lean one is ready (a ready full spare answers sooner than a lean one still forking); a
-    full request waits for a full one."""
+    """Ready spares by template kind ("lean", "full"); a full request waits for a full one."""
 
     def __init__(self):
         self._cv = threading.Condition()
@@ -73,20 +74,23 @@ class SparePool:
 
     # -- used by callers ----------------------------------------------------------------------
     def take(self, alive, kind="full", wait_s=60.0):
-        end = time.monotonic() + wait_s
-        order = ("lean", "full") if kind == "lean" else ("full",)
+        """A ready spare of `kind`. A lean request takes a full spare only once no lean one has
+        come for LEAN_WAIT_S (a lean template that is gone or stuck)."""
+        now = time.monotonic()
+        end, lean_until = now + wait_s, now + LEAN_WAIT_S
         with self._cv:
             while True:
-                for k in order:
+                now = time.monotonic()
+                lean_only = kind == "lean" and now < lean_until
+                for k in ("lean",) if lean_only else ("lean", "full") if kind == "lean" else ("full",):
                     queue = self._spares[k]
                     while queue and queue[0].generation != self.generation:
                         queue.popleft().close()
                     if queue:
                         return queue.popleft()
-                left = end - time.monotonic()
-                if left <= 0 or not alive():
+                if now >= end or not alive():
                     return None
-                self._cv.wait(min(left, 0.5))
+                self._cv.wait(max(0.001, min(end, lean_until if lean_only else now + 0.5) - now))
 
     def wait_exit(self, spare_id, alive, wait_s=EXIT_WAIT_S):
         """How the spare ended (raw wait status), or False if the zygote never said."""

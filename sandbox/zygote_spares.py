@@ -16,7 +16,7 @@ import os
 import selectors
 import socket
 
-from . import child, protocol
+from . import protocol, template
 from .job import Job
 
 def start_template(z, kind, wait_for_root=False):
@@ -26,7 +26,7 @@ def start_template(z, kind, wait_for_root=False):
     pid = os.fork()
     if pid == 0:
         zs.close()
-        child.template(z, ts.fileno(), wait_for_root)
+        template.run(z, ts.fileno(), wait_for_root)
     ts.close()
     zs.setblocking(False)
     z.templates[kind] = (pid, zs, protocol.FrameReader(zs))
