@@ -169,7 +169,10 @@ class LlamaForCausalLM:
         return layer["o"].joint(o.reshape(T, self.num_heads * self.head_dim))
 
     def _mlp(self, layer: dict, x):
-        return layer["down"].joint(self.ops.silu_and_mul(layer["gate_up"].joint(x)))
+        gate_up, down = layer["gate_up"], layer["down"]
+        if self.ops.mlp is not None and len(gate_up.handles) == 1 and len(down.handles) == 1:
+            return self.ops.mlp(x, gate_up.handles[0], gate_up.biases[0], down.handles[0], down.biases[0])
+        return down.joint(self.ops.silu_and_mul(gate_up.joint(x)))
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list,

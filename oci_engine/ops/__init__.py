@@ -16,6 +16,9 @@ bound at load time by `get_ops(name)`. Signatures (T = new tokens in the step, H
       causal over each sequence's cached prefix + its new tokens (K/V already written)
 
 Optional (None where a backend has none; the model then runs the ops above one by one):
+  mlp(x[T, H], gate_up_handle, gate_up_bias|None, down_handle, down_bias|None) -> [T, H]
+      down(silu_and_mul(gate_up(x))) of one fused gate/up weight, where a backend can keep the
+      intermediates in its own format
   fuse_decoder(layers=, final_norm=, num_heads=, num_kv_heads=, head_dim=, eps=, scale=, cos_sin=)
       -> run | None, called once at load with the Llama model's per-layer weights; run(h[T, H], positions,
       kv_caches, meta) -> final-normed hidden [T, H], or None for a step it does not cover
@@ -44,6 +47,7 @@ class Ops:
     silu_and_mul: Callable
     write_kv: Callable
     attention: Callable
+    mlp: Callable | None = None
     fuse_decoder: Callable | None = None
 
 

@@ -12,12 +12,13 @@ torch reference backend op by op, so a model in bf16 still runs, only slower.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from oci_engine import _C
 from oci_engine.attention_metadata import AttentionMetadata
 from oci_engine.ops import Ops
 from oci_engine.ops import torch_backend as ref
-from oci_engine.ops.cpu_linear import embedding, linear, prepare_linear
+from oci_engine.ops.cpu_linear import dense_matmul, embedding, linear, prepare_linear, takes_dense
 
 _F32 = torch.float32
 
@@ -72,6 +73,27 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     out = torch.empty(*gate_up.shape[:-1], I2 // 2)
     _C.silu_mul(gate_up.data_ptr(), out.data_ptr(), gate_up.numel() // I2, I2 // 2)
     return out
+
+
+def mlp(x: torch.Tensor, gate_up, gate_up_bias, down, down_bias) -> torch.Tensor:
+    """down(silu(gate) * up) for x [T, H] and one fused [2I, H] gate/up weight. A prefill-sized step
+    (both GEMMs on torch's bf16 path) keeps the [T, 2I] and [T, I] intermediates in bf16: the GEMM's
+    own output goes through SiLU-and-mul in bf16 (fp32 arithmetic inside) straight into the next
+    GEMM, which reads bf16 anyway, instead of a copy to fp32, an fp32 pass and a copy back (SmolLM2
+    layer at 1,000 rows, 1 thread: 31 -> 21 ms). Smaller steps run op by op."""
+    T = x.shape[0]
+    if not (x.dtype == _F32 and takes_dense(T, gate_up) and takes_dense(T, down)):
+        return linear(silu_and_mul(linear(x, gate_up, gate_up_bias)), down, down_bias)
+    g = dense_matmul(x, gate_up, torch.bfloat16)
+    if gate_up_bias is not None:
+        g += gate_up_bias
+    inter = g.shape[1] // 2
+    a = F.silu(g[:, :inter])
+    a *= g[:, inter:]
+    y = dense_matmul(a, down)
+    if down_bias is not None:
+        y += down_bias
+    return y
 
 
 def _cache_ok(c: torch.Tensor) -> bool:
@@ -191,6 +213,7 @@ OPS = Ops(
     add_rms_norm=add_rms_norm,
     rotary=rotary,
     silu_and_mul=silu_and_mul,
+    mlp=mlp,
     write_kv=write_kv,
     attention=attention,
     fuse_decoder=fuse_decoder,

@@ -109,21 +109,36 @@ def quant_matmul(x2: torch.Tensor, w: QuantLinear, path: str = "auto") -> torch.
     return y
 
 
-def dense_matmul(x2: torch.Tensor, w: QuantLinear) -> torch.Tensor:
-    """x2 [M, in] @ W^T through bf16 row chunks of W and torch.mm; float32 result."""
+def dense_matmul(x2: torch.Tensor, w: QuantLinear, out_dtype=torch.float32) -> torch.Tensor:
+    """x2 [M, in] (float32 or bfloat16) @ W^T through bf16 row chunks of W and torch.mm. A bf16
+    result is the GEMM's own output where W fits one chunk (no copy): the prefill MLP feeds it to
+    the next GEMM, which reads bf16 anyway."""
     K, N = w.in_features, w.out_features
-    xb = x2.to(torch.bfloat16)
+    xb = x2 if x2.dtype == torch.bfloat16 else x2.to(torch.bfloat16)
     rows = max(1, min(N, _CHUNK_ELEMS // K))
     if not _scratch or _scratch[0].numel() < rows * K:
         _scratch[:] = [torch.empty(rows * K, dtype=torch.bfloat16)]
     buf = _scratch[0]
-    y = torch.empty(x2.shape[0], N, dtype=torch.float32)
+    if rows == N:
+        wb = buf[:N * K].view(N, K)
+        _C.dequant(w.address, w.row_stride, w.ggml_type, N, K, wb.data_ptr(), True, 0, K)
+        y = torch.mm(xb, wb.t())
+        return y if out_dtype == torch.bfloat16 else y.to(out_dtype)
+    y = torch.empty(x2.shape[0], N, dtype=out_dtype)
     for r0 in range(0, N, rows):
         n = min(rows, N - r0)
         wb = buf[:n * K].view(n, K)
         _C.dequant(w.address + r0 * w.row_stride, w.row_stride, w.ggml_type, n, K, wb.data_ptr(), True, 0, K)
         y[:, r0:r0 + n] = torch.mm(xb, wb.t())
     return y
+
+
+def takes_dense(rows: int, handle) -> bool:
+    """Whether a call of this many rows on this weight goes to dense_matmul (see the module notes)."""
+    if BATCH_INVARIANT or not isinstance(handle, QuantLinear):
+        return False
+    big = handle.out_features * handle.in_features >= DENSE_BIG_ELEMS
+    return rows >= DENSE_MIN_ROWS or (big and rows >= DENSE_BIG_MIN_ROWS)
 
 
 def linear(x: torch.Tensor, handle, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -133,9 +148,7 @@ def linear(x: torch.Tensor, handle, bias: torch.Tensor | None = None) -> torch.T
         raise ValueError(f"linear: input has {x.shape[-1]} features, weight expects {handle.in_features}")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, handle.in_features)
-    M = x2.shape[0]
-    big = handle.out_features * handle.in_features >= DENSE_BIG_ELEMS
-    if (M >= DENSE_MIN_ROWS or (big and M >= DENSE_BIG_MIN_ROWS)) and not BATCH_INVARIANT:
+    if takes_dense(x2.shape[0], handle):
         y = dense_matmul(x2, handle)
     else:
         if x2.dtype != torch.float32 or x2.stride(-1) != 1:
