@@ -24,8 +24,9 @@ static inline void online_softmax_block(float* s, int n, float& mx, float& l, fl
     int i0 = 0;
     for (; i0 + 16 <= d; i0 += 16) {  // 16 output dims stay in a register across the keys
         float ov[16];
+        float* oi = o + i0;  // not o[i0 + ii]: see silu_mul in portable_kernels.h
 #pragma omp simd
-        for (int ii = 0; ii < 16; ++ii) ov[ii] = o[i0 + ii] * alpha;
+        for (int ii = 0; ii < 16; ++ii) ov[ii] = oi[ii] * alpha;
         for (int j = 0; j < n; ++j) {
             const float p = s[j];
             const float* v = V + j * v_stride + i0;
@@ -33,7 +34,7 @@ static inline void online_softmax_block(float* s, int n, float& mx, float& l, fl
             for (int ii = 0; ii < 16; ++ii) ov[ii] += p * v[ii];
         }
 #pragma omp simd
-        for (int ii = 0; ii < 16; ++ii) o[i0 + ii] = ov[ii];
+        for (int ii = 0; ii < 16; ++ii) oi[ii] = ov[ii];
     }
     for (int i = i0; i < d; ++i) {
         float ov = o[i] * alpha;
