@@ -65,7 +65,8 @@ def one_shot(sb, code, timeout):
             # Only now does the zygote prepare a replacement: that work would otherwise compete
             # with the cell for the CPU. And the result is the end: nothing the cell does
             # afterwards may linger (this also ends a cell that reported early and carried on).
-            z.send({"op": "take", "spare": spare.id, "kill": True})
+            # With a result in hand the host needs no word on how the process ended.
+            z.send({"op": "take", "spare": spare.id, "kill": True, "quiet": verdict == "result"})
         except OSError:
             pass
         if verdict == "result":

@@ -169,6 +169,8 @@ class Zygote:
                 if job is not None and not job.taken:
                     job.taken = True
                     self.untaken[job.kind] -= 1
+                if job is not None:
+                    job.quiet = bool(header.get("quiet"))
                 if header.get("kill"):  # the cell is over: take and end in one frame
                     self._kill_spare(header["spare"])
             elif op == "kill_spare":

@@ -89,5 +89,6 @@ def on_template(z, kind):
 def spare_ended(z, job, status):
     if z.handed.pop(job.id, None) is not None and not job.taken:
         z.untaken[job.kind] -= 1
-    z.reply({"op": "exited", "spare": job.id, "status": status})
+    if not job.quiet:
+        z.reply({"op": "exited", "spare": job.id, "status": status})
     z.remove_workdir(job.workdir)
