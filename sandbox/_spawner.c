@@ -5,8 +5,9 @@
  * sits in, which the next fork then copies entry by entry). A Python loop writes to a hundred
  * such pages per fork (refcounts, frames, buffers); this loop writes only its own stack and
  * static buffer. It also does a new child's isolation before any Python runs in it (signals,
- * session, fds, work directory, limits, the child stage of the seccomp filter), where the
- * Python version touched, and so copied, some 250 pages.
+ * session, fds, work directory, limits, the child stage of the seccomp filter) and fills its
+ * random generators' states with OS entropy (reseed.c_targets), where the Python version
+ * touched, and so copied, some 300 pages.
  *
  * It serves the same frames as the Python loop in child.template(): spare orders in (header
  * SPARE_ORDER, body the work directory, fds channel/stdout/stderr), "forked" and "exited" out.
@@ -39,6 +40,17 @@
 #define BUF_SIZE (1 << 16)
 
 static const char SPARE_ORDER[] = "{\"op\":\"spare\",\"nfds\":3}";
+
+/* Generator states to fill with OS entropy in each child: [fill, fill + len) and an index. */
+struct entropy_target {
+    unsigned char *fill;
+    size_t len;
+    int32_t *index;
+    int32_t index_value;
+};
+#define MAX_TARGETS 4
+static struct entropy_target targets[MAX_TARGETS];
+static size_t n_targets;
 
 static unsigned char buf[BUF_SIZE];
 static size_t buf_len;
@@ -139,6 +151,14 @@ static int isolate(int devnull, const int fds[3], const char *workdir, long npro
     if (setrlimit(RLIMIT_CPU, &lim) != 0) return -1;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
     if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, prog) != 0) return -1;
+    for (size_t t = 0; t < n_targets; t++) {
+        for (size_t got = 0; got < targets[t].len;) {
+            long k = syscall(SYS_getrandom, targets[t].fill + got, targets[t].len - got, 0);
+            if (k < 0 && errno != EINTR) return -1;
+            if (k > 0) got += (size_t)k;
+        }
+        *targets[t].index = targets[t].index_value;
+    }
     return 0;
 }
 
@@ -148,9 +168,27 @@ static PyObject *serve(PyObject *self, PyObject *args) {
     unsigned long long prog_addr;
     unsigned long prog_len;
     long nproc, cpu_soft, cpu_hard;
-    if (!PyArg_ParseTuple(args, "iKklll", &devnull, &prog_addr, &prog_len, &nproc, &cpu_soft,
-                          &cpu_hard))
+    PyObject *entropy;
+    if (!PyArg_ParseTuple(args, "iKklllO", &devnull, &prog_addr, &prog_len, &nproc, &cpu_soft,
+                          &cpu_hard, &entropy))
         return NULL;
+    PyObject *seq = PySequence_Fast(entropy, "entropy targets must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n && i < MAX_TARGETS; i++) {
+        unsigned long long fill, index;
+        unsigned long len;
+        int value;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "KkKi", &fill, &len, &index,
+                              &value)) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        targets[i] = (struct entropy_target){(unsigned char *)(uintptr_t)fill, len,
+                                             (int32_t *)(uintptr_t)index, value};
+        n_targets = (size_t)i + 1;
+    }
+    Py_DECREF(seq);
     struct sock_fprog prog = {(unsigned short)prog_len, (struct sock_filter *)(uintptr_t)prog_addr};
 
     /* SIGCHLD stays blocked except inside ppoll, so no exit is missed between checks. */
@@ -218,8 +256,9 @@ static PyObject *serve(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"serve", serve, METH_VARARGS,
-     "serve(devnull, prog_addr, prog_len, nproc, cpu_soft, cpu_hard) -> workdir bytes, in a "
-     "forked and isolated child only; the template itself never returns."},
+     "serve(devnull, prog_addr, prog_len, nproc, cpu_soft, cpu_hard, entropy) -> workdir bytes, "
+     "in a forked, isolated and reseeded child only; the template itself never returns. "
+     "entropy: ((fill_addr, nbytes, index_addr, index_value), ...), at most 4."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -96,9 +96,10 @@ def isolate(z, channel_fd, out_fd, err_fd, workdir, timeout, session, pre_isolat
 SPARE_CPU_S = 3600  # lowered to the cell's own budget once its code arrives
 
 
-def spare(z, fds, workdir, capture, namespace):
+def spare(z, fds, workdir, capture, namespace, reseeded=False):
     """A one-shot child forked ahead of demand: isolated and seeded, waiting for its code.
-    fds None: the template's C loop forked it and has already isolated it (_spawner.c)."""
+    fds None: the template's C loop forked it and has already isolated it (_spawner.c), and
+    reseeded its generators if `reseeded`."""
     chan = None
     try:
         if fds is None:
@@ -106,7 +107,8 @@ def spare(z, fds, workdir, capture, namespace):
         else:
             isolate(z, *fds, workdir, SPARE_CPU_S, session=False, pre_isolated=True)
         chan = socket.socket(fileno=CHANNEL_FD)
-        reseed.reseed_fresh()
+        if not reseeded:
+            reseed.reseed_fresh()
         cell.warm(capture, z.policy.limits)
         frame = protocol.recv_cell(chan)
         if frame is None:

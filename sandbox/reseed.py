@@ -62,14 +62,49 @@ class _NumpySeeder:
             np.random.seed()
 
 
+def _random_state_address():
+    """Where random's global Mersenne Twister keeps its index and 624 state words (CPython's
+    RandomObject: the object header, an int index, the words), if a probe confirms it."""
+    import ctypes
+    import struct
+    inst = random._inst
+    try:
+        words = tuple(range(1, 625))
+        ctypes.memmove(id(inst) + 20, struct.pack("<624I", *words), 2496)
+        ctypes.memmove(id(inst) + 16, struct.pack("<i", 7), 4)
+        ok = inst.getstate()[1] == words + (7,)
+    except Exception:
+        ok = False
+    random.seed()  # fresh entropy again, whatever the probe did
+    return id(inst) + 16 if ok else None
+
+
 _numpy_seeder = None
+_random_index_addr = None
 
 
 def prepare_template():
     """Once, in the template: seed both (dropping any cached Gaussian) and set up the fast path."""
-    global _numpy_seeder
+    global _numpy_seeder, _random_index_addr
     random.seed()
+    _random_index_addr = _random_state_address()
     _numpy_seeder = _NumpySeeder()
+
+
+def c_targets():
+    """For the template's C loop (_spawner.c), which fills each new child's generators with OS
+    entropy before any Python runs there: ((fill address, bytes, index address, index value),
+    ...) and whether that covers every generator reseed_fresh() would reseed. Index 624 makes
+    the next draw regenerate the whole block from the new words."""
+    targets = []
+    if _random_index_addr is not None:
+        targets.append((_random_index_addr + 4, 2496, _random_index_addr, 624))
+    if _numpy_seeder is not None and _numpy_seeder.addr is not None:
+        addr = _numpy_seeder.addr
+        targets.append((addr, _NumpySeeder.KEY_BYTES, addr + _NumpySeeder.KEY_BYTES, 624))
+    numpy_covered = "numpy" not in sys.modules or (
+        _numpy_seeder is not None and _numpy_seeder.addr is not None)
+    return tuple(targets), _random_index_addr is not None and numpy_covered
 
 
 def reseed_fresh():

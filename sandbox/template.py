@@ -12,7 +12,7 @@ import select
 import signal
 import socket
 
-from . import cell, hugepages, limits as limits_mod, protocol
+from . import cell, hugepages, limits as limits_mod, protocol, reseed
 from .child import ERR_FD, OUT_FD, SPARE_CPU_S, lean_fork, spare
 
 try:
@@ -61,16 +61,18 @@ def serve_c(z, capture, namespace):
     _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     soft, hard = limits_mod.cpu_limit_values(z.policy.limits, SPARE_CPU_S)
     addr, length = z.oneshot_filter.raw()
+    entropy, reseeded = reseed.c_targets()
     me = os.getpid()
     hugepages.collapse_heap()  # last: from here on this process writes none of its heap
     try:
-        workdir = _spawner.serve(DEVNULL_FD, addr, length, z.policy.limits.processes, soft, hard)
+        workdir = _spawner.serve(DEVNULL_FD, addr, length, z.policy.limits.processes, soft, hard,
+                                 entropy)
     except OSError as e:
         if os.getpid() == me:
             return  # the loop could not start: the Python one takes over
         os.write(2, f"sandbox child set-up failed: {e}\n".encode())
         os._exit(1)
-    spare(z, None, workdir.decode(), capture, namespace)
+    spare(z, None, workdir.decode(), capture, namespace, reseeded)
 
 
 def serve_python(z, capture, namespace):
