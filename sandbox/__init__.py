@@ -20,9 +20,10 @@ parked process per session (forks that session's next cell). File map: policy (t
 seccomp_filter, namespaces, limits, protocol (frames), zygote / zygote_spares / zygote_sessions
 (the helper's loop), child (what a forked child does), cell (running code like a notebook),
 reseed (fresh random generators per fork), hugepages (the zygote's heap on huge pages: a cell's
-fork and exit copy and free far fewer page-table entries), template_choice (lean or full, from
-the cell's text), spare_pool / cell_runs (host side of a cell), session, sandbox (the
-thread-safe front), zygote_client (starting the helper).
+fork and exit copy and free far fewer page-table entries), template (a one-shot template's
+set-up and fork loop; the loop runs in C, _spawner.c, where the optional extension is built),
+template_choice (lean or full, from the cell's text), spare_pool / cell_runs (host side of a
+cell), session, sandbox (the thread-safe front), zygote_client (starting the helper).
 """
 from .policy import Limits, Namespaces, Policy, SyscallPolicy
 from .result import CellError, Result

@@ -66,7 +66,13 @@ _TIMEOUT = struct.Struct("<d")
 # each fork, so it reads and writes these without json too.
 SPARE_ORDER = b'{"op":"spare","nfds":3}'  # body: the spare's work directory; fds: channel, out, err
 SPARE_ORDER_HEADER = {"op": "spare", "nfds": 3}
-TEMPLATE_GO = b"G"  # one raw byte before any frame: the root a waiting template needs is ready
+
+
+def template_go():
+    """Raw bytes before any frame, to a template forked before the root was built: the root is
+    ready, and it is the "/" with this device and inode (the template checks its own)."""
+    st = os.stat("/")
+    return b"G" + struct.pack("<QQ", st.st_dev, st.st_ino)
 
 
 def forked_frame(pid):

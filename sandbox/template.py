@@ -31,8 +31,13 @@ def run(z, ctrl_fd, wait_for_root=False):
     if wait_for_root:
         z.become_namespace_root()  # the launcher's host uid never reaches a spare
     limits_mod.die_with_parent()  # after the id change, which clears it
-    if wait_for_root and os.read(CTRL_FD, 1) != protocol.TEMPLATE_GO:
-        os._exit(0)  # the zygote died before its root was ready
+    if wait_for_root:
+        go = os.read(CTRL_FD, len(protocol.template_go()))
+        os.chdir("/")
+        if go != protocol.template_go():
+            # The zygote died, or our "/" is not the root it built (pivot_root moves a process
+            # whose root was the old one; were that not so, this template must not fork cells).
+            os._exit(0)
     fd = os.open("/dev/null", os.O_RDWR)  # the sandbox root's, now that it is built
     os.dup2(fd, DEVNULL_FD)
     if fd != DEVNULL_FD:

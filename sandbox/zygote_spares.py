@@ -35,7 +35,7 @@ def start_template(z, kind, wait_for_root=False):
 
 def release_template(z, kind):
     """The root is built: a template that waited for it may set itself up."""
-    z.templates[kind][1].send(protocol.TEMPLATE_GO)  # one byte into an empty socket: it cannot block
+    z.templates[kind][1].send(protocol.template_go())  # into an empty socket: it cannot block
 
 
 def spawn_spare(z, kind):
