@@ -17,7 +17,8 @@ import signal
 import socket
 import sys
 
-from . import hugepages, namespaces, protocol, seccomp_filter, zygote_sessions, zygote_spares
+from . import (hugepages, namespaces, protocol, seccomp_filter, unmounter, zygote_sessions,
+               zygote_spares)
 from .policy import Policy
 
 PR_SET_PDEATHSIG = 1
@@ -48,6 +49,7 @@ class Zygote:
         self.devnull = None
         self.workroot = None
         self.own_mounts = False
+        self.unmounter = None  # (pid, pipe): removes finished work directories (unmounter.py)
 
     # -- start-up ---------------------------------------------------------------------------
     def enter(self):
@@ -114,6 +116,8 @@ class Zygote:
         return path
 
     def remove_workdir(self, path):
+        if self.unmounter is not None and unmounter.request(self.unmounter[1], path):
+            return
         if self.own_mounts and namespaces.unmount(path):
             try:
                 os.rmdir(path)
@@ -321,6 +325,9 @@ def main():
     if "lean" in z.templates:
         zygote_spares.release_template(z, "lean")
         report["lean_preloaded"] = lean_loaded
+    if z.own_mounts:
+        z.unmounter = unmounter.start(z.workroot)
+    report["async_unmount"] = z.unmounter is not None
     report["preloaded"] = loaded
     report["templates"] = sorted(z.templates)
     report["threads"] = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None

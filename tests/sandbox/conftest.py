@@ -68,10 +68,12 @@ class HostState:
         with open(self.secret_path) as f:
             assert f.read() == HOST_SECRET, "a host file was modified"
         # launcher -> namespace holder -> zygote -> each template (lean and full) with its spares
-        # (one per worker), and per open session a parked process with its spare; a cell that
-        # just ended may take a moment to go.
+        # (one per worker), the unmounting helper where work directories are mounts, and per
+        # open session a parked process with its spare; a cell that just ended may take a moment
+        # to go.
         templates = len(sb.isolation.get("templates", ["full"]))
-        expected = 2 + templates * (1 + sb.workers) + 2 * sb.live_sessions + extra_processes
+        helpers = 1 if sb.isolation.get("async_unmount") else 0
+        expected = 2 + templates * (1 + sb.workers) + helpers + 2 * sb.live_sessions + extra_processes
         deadline = time.monotonic() + 3.0
         while len(tree := descendants(sb._zygote.proc.pid)) > expected and time.monotonic() < deadline:
             time.sleep(0.02)
