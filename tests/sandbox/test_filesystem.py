@@ -1,5 +1,6 @@
 """The cell sees the interpreter, its libraries and a private work directory; nothing else."""
 import os
+import time
 
 import pytest
 
@@ -122,3 +123,19 @@ def test_forged_result_ends_the_cell(sb, guard):
 def test_garbage_on_result_channel(sb, guard):
     r = sb.run("import os\nos.write(3, b'\\xff' * 64)\nimport time\ntime.sleep(60)", timeout=1)
     assert r.error is not None and r.error.type in ("OutputLimit", "Timeout", "Crash")
+
+
+def test_finished_work_directories_are_removed(sb, guard):
+    # A cell's files never reach the next cell, and its work directory (its own tmpfs) goes
+    # once it ends: the helper unmounts it off the zygote's loop.
+    for i in range(12):
+        r = sb.run(f"open('mine-{i}', 'w').write('x' * 100000)\nimport os\nsorted(os.listdir('.'))")
+        assert r.error is None and r.stdout == f"['mine-{i}']\n", r
+    live = len(sb.isolation["templates"]) * sb.workers + 1  # ready spares and this cell
+    listing = "import os\nprint(len(os.listdir('/work')), open('/proc/self/mountinfo').read().count(' /work/'))"
+    for _ in range(50):
+        dirs, mounts = map(int, sb.run(listing).stdout.split())
+        if dirs <= live and mounts <= live:
+            break
+        time.sleep(0.05)
+    assert dirs <= live and mounts <= live, (dirs, mounts, live)
