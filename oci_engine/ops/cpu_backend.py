@@ -2,9 +2,11 @@
 
 Quantized GGUF weights run through integer GEMMs in their own block format (cpu_linear.py).
 Norms, rotary, SiLU-and-mul, the KV write and paged attention are single C++ calls that split
-their rows across OpenMP threads. The extension is built against the same libgomp soname as
-torch and imported after torch, so both share one OpenMP runtime and one thread count
-(torch.set_num_threads governs both); nothing here spawns threads of its own.
+their rows across OpenMP threads. Prefill-sized work goes to torch's bf16 GEMMs instead: the
+linears and the MLP (bf16 intermediates) from DENSE_MIN_ROWS rows, and the attention of a chunk
+of SDPA_MIN_NEW_TOKENS new tokens or more (blocked causal GEMMs). The extension is built against
+the same libgomp soname as torch and imported after torch, so both share one OpenMP runtime and
+one thread count (torch.set_num_threads governs both); nothing here spawns threads of its own.
 
 Inputs these kernels do not cover (non-float32 activations, other cache dtypes) fall back to the
 torch reference backend op by op, so a model in bf16 still runs, only slower.
