@@ -118,14 +118,16 @@ class DecoderStack {
             const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
             const int r0 = T * tid / nt, r1 = T * (tid + 1) / nt;  // this thread's token rows
 
-            // Y[T, N] = X[T, K] @ W^T (+ bias); ends with a barrier
-            auto linear = [&](const QWeight& w, const float* X, float* Y) {
+            // A GEMM's input rows go to its format (bf16, or int8 blocks) in the phase that writes
+            // them, by the thread that wrote them, so the barrier ending that phase also covers the
+            // conversion: 9 barriers per layer instead of 13 (each one a wait on the slower thread).
+            auto prep = [&](const float* X, int r, int K) {
+                if (bf16) bf16_kernels().to_bf16(X + (size_t)r * K, XB.data() + (size_t)r * K, K);
+                else t.quantize_q8a(X + (size_t)r * K, K, A.data() + (size_t)r * (K / QK));
+            };
+            // Y[T, N] = X[T, K] @ W^T (+ bias) on prepared rows; ends with a barrier
+            auto gemm = [&](const QWeight& w, float* Y) {
                 const int K = w.K, N = w.N, nblk = K / QK;
-                for (int r = r0; r < r1; ++r) {
-                    if (bf16) bf16_kernels().to_bf16(X + (size_t)r * K, XB.data() + (size_t)r * K, K);
-                    else t.quantize_q8a(X + (size_t)r * K, K, A.data() + (size_t)r * nblk);
-                }
-#pragma omp barrier
                 const int chunks = (N + 15) / 16;  // 16-row chunks, contiguous per thread (as split_rows)
                 const int n0 = chunks * tid / nt * 16, n1 = std::min(N, chunks * (tid + 1) / nt * 16);
                 if (n0 < n1) {
@@ -138,6 +140,10 @@ class DecoderStack {
                 }
 #pragma omp barrier
             };
+            const int Ko = nh * d, gd = (nh / nkv) * d;
+            // attention items convert their own slice of the o-projection's input where the slice is
+            // whole int8 blocks (always for bf16)
+            const bool slice_prep = bf16 || gd % QK == 0;
 
             for (int li = 0; li < L; ++li) {
                 const Layer& ly = layers_[li];
@@ -149,9 +155,10 @@ class DecoderStack {
                         t.add_rms_norm(&hb[(size_t)r * H], &resid[(size_t)r * H], &resid[(size_t)r * H], ly.in_norm,
                                        &x[(size_t)r * H], H, eps_);
                     }
+                    prep(x.data(), r, H);
                 }
 #pragma omp barrier
-                linear(ly.qkv, x.data(), qkv.data());
+                gemm(ly.qkv, qkv.data());
                 for (int r = r0; r < r1; ++r) {
                     const float* cs = cos_sin_ + pos[r] * cs_stride_;
                     const float* row = &qkv[(size_t)r * Nqkv];
@@ -175,19 +182,35 @@ class DecoderStack {
                                     nh, nkv, d, scale_, att.data()};
 #pragma omp for schedule(dynamic, 1)
                 for (int i = 0; i < n_items; ++i) {
+                    const Item& it = items[i];
                     AttnArgs a = base;
-                    a.block_table = bt + items[i].seq * bt_stride;
-                    t.attention(a, items[i].t0, items[i].t1, items[i].pos0, items[i].g);
+                    a.block_table = bt + it.seq * bt_stride;
+                    t.attention(a, it.t0, it.t1, it.pos0, it.g);
+                    if (!slice_prep) continue;
+                    for (int tok = it.t0; tok < it.t1; ++tok) {
+                        const size_t off = (size_t)tok * Ko + (size_t)it.g * gd;
+                        if (bf16) bf16_kernels().to_bf16(att.data() + off, XB.data() + off, gd);
+                        else t.quantize_q8a(att.data() + off, gd, A.data() + off / QK);
+                    }
                 }
-                linear(ly.o, att.data(), hb.data());
-                for (int r = r0; r < r1; ++r)
+                if (!slice_prep) {
+                    for (int r = r0; r < r1; ++r) prep(att.data(), r, Ko);
+#pragma omp barrier
+                }
+                gemm(ly.o, hb.data());
+                for (int r = r0; r < r1; ++r) {
                     t.add_rms_norm(&hb[(size_t)r * H], &resid[(size_t)r * H], &resid[(size_t)r * H], ly.post_norm,
                                    &x[(size_t)r * H], H, eps_);
+                    prep(x.data(), r, H);
+                }
 #pragma omp barrier
-                linear(ly.gate_up, x.data(), gu.data());
-                for (int r = r0; r < r1; ++r) t.silu_mul(&gu[(size_t)r * 2 * I], &act[(size_t)r * I], I);
+                gemm(ly.gate_up, gu.data());
+                for (int r = r0; r < r1; ++r) {
+                    t.silu_mul(&gu[(size_t)r * 2 * I], &act[(size_t)r * I], I);
+                    prep(act.data(), r, I);
+                }
 #pragma omp barrier
-                linear(ly.down, act.data(), hb.data());
+                gemm(ly.down, hb.data());
             }
             for (int r = r0; r < r1; ++r) {
                 if (L == 0) t.rms_norm(emb + (size_t)r * H, final_norm_, y_out + (size_t)r * H, H, eps_);

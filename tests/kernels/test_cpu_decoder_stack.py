@@ -4,7 +4,9 @@ every ISA path, for a small Llama with every GGUF block format, q/k/v bias (Qwen
 KV caches, decode and short-chunk steps of several sequences over shuffled cache blocks."""
 from __future__ import annotations
 
+import dataclasses
 import random
+import sys
 
 import gguf
 import numpy as np
@@ -132,6 +134,22 @@ def test_fused_stack_equals_per_op_path_and_tracks_torch(isa, kv_dtype, bias):
             assert err < 1e-2, f"{isa}: relative error {err:.2e} vs torch"
         for (k1, v1), (k2, v2) in zip(a.kv, b.kv):  # the K/V the stack wrote are the per-op path's
             assert torch.equal(k1, k2) and torch.equal(v1, v2)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_fused_stack_with_heads_not_whole_activation_blocks(isa, monkeypatch):
+    """Heads of 16 dims, one per KV head: an attention item's output slice (16 floats) is not a whole
+    32-element int8 activation block, so the stack converts the o-projection's input row by row
+    instead of per item; still the per-op path bit for bit."""
+    monkeypatch.setattr(sys.modules[__name__], "CONFIG", dataclasses.replace(
+        CONFIG, num_attention_heads=16, num_key_value_heads=16, head_dim=16))
+    tensors = _tensors(False)
+    with forced_isa(isa):
+        cpu = build_model(CONFIG, tensors, backend="cpu")
+        assert cpu.fused is not None
+        a, b = Runner(cpu, torch.float32), Runner(cpu, torch.float32)
+        for chunks in _plan(random.Random(3)):
+            assert torch.equal(a.step(chunks, True), b.step(chunks, False)), f"{isa}: fused stack differs"
 
 
 def test_steps_the_stack_does_not_cover_fall_back(monkeypatch):
