@@ -4,14 +4,17 @@ Each cell's work directory is its own tmpfs (a quota per cell; removal is an unm
 walk). But umount waits for an RCU grace period: microseconds on an idle machine, milliseconds
 on a busy core (3.5 ms measured with the core shared), and the zygote would sit in it while the
 next spare waits to be ordered. So a helper process (a fork of the zygote, made once, trusted,
-never runs user code) takes the paths over a pipe and unmounts them. A full pipe or a dead
-helper leaves the work to the zygote itself, as before.
+never runs user code) takes the paths over a pipe and unmounts them. A full pipe (a page of
+paths) or a dead helper leaves the work to the zygote itself, as before.
 """
+import fcntl
 import os
 import resource
 import shutil
 
 from . import limits as limits_mod, namespaces
+
+F_SETPIPE_SZ = 1031
 
 
 def start(workroot):
@@ -28,6 +31,12 @@ def start(workroot):
             os._exit(0)
     os.close(r)
     os.set_blocking(w, False)
+    try:
+        # A page of paths at most in flight: a cell's files (up to its quota) must not pile up
+        # in memory behind a slow helper; past that the zygote unmounts them itself.
+        fcntl.fcntl(w, F_SETPIPE_SZ, 4096)
+    except OSError:
+        pass
     return pid, w
 
 
