@@ -106,7 +106,7 @@ def spare(z, fds, workdir, capture, namespace, reseeded=False):
             _after_c_fork()
         else:
             isolate(z, *fds, workdir, SPARE_CPU_S, session=False, pre_isolated=True)
-        chan = socket.socket(fileno=CHANNEL_FD)
+        chan = CHANNEL_FD  # a bare fd: a socket object's set-up would copy some 30 pages
         if not reseeded:
             reseed.reseed_fresh()
         cell.warm(capture, z.policy.limits)
@@ -203,6 +203,8 @@ def session_spare(z, fds, namespace):
 
 
 def _report_setup_failure(chan, e):
+    if isinstance(chan, int):
+        chan = socket.socket(fileno=chan)
     if chan is None:
         import traceback
         os.write(2, ("sandbox child set-up failed: " + "".join(traceback.format_exception(e))).encode())

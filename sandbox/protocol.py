@@ -92,7 +92,14 @@ def encode_cell(code_bytes, timeout):
 
 
 def send_result(sock, ok, body=b""):
-    sock.sendall(encode_raw(RESULT_OK if ok else RESULT_FAILED, body))
+    """`sock`: a socket, or a bare fd (a fresh fork need not build a socket object)."""
+    data = encode_raw(RESULT_OK if ok else RESULT_FAILED, body)
+    if not isinstance(sock, int):
+        sock.sendall(data)
+        return
+    view = memoryview(data)
+    while view:
+        view = view[os.write(sock, view):]
 
 
 def recv_cell(sock, max_frame=64 << 20):
@@ -113,7 +120,7 @@ def _recv_exact(sock, n):
     buf = bytearray(n)
     view, got = memoryview(buf), 0
     while got < n:
-        k = sock.recv_into(view[got:])
+        k = os.readv(sock, [view[got:]]) if isinstance(sock, int) else sock.recv_into(view[got:])
         if k == 0:
             return None
         got += k
