@@ -35,7 +35,10 @@ def start_template(z, kind, wait_for_root=False):
 
 def release_template(z, kind):
     """The root is built: a template that waited for it may set itself up."""
-    z.templates[kind][1].send(protocol.template_go())  # into an empty socket: it cannot block
+    try:
+        z.templates[kind][1].send(protocol.template_go())  # into an empty socket: cannot block
+    except OSError:
+        pass  # it died waiting: the loop sees its socket close and starts another
 
 
 def spawn_spare(z, kind):
