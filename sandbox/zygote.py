@@ -24,6 +24,9 @@ from .policy import Policy
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
+# Lean spares ready per worker. Most one-shot cells take one, and back to back the next is
+# ordered only when a cell ends: more in stock lets their forks overlap the cells before them.
+LEAN_DEPTH = 1
 
 
 class Zygote:
@@ -37,13 +40,13 @@ class Zygote:
         self.by_pid, self.sessions = {}, {}
         self.handed = {}  # spare id -> Job: one-shot children whose channel the host holds
         # Per template kind ("lean", "full"; see zygote_spares): its process (pid, socket,
-        # reader), spares handed but not yet used for a cell (kept at pool_size), and spares
+        # reader), spares handed but not yet used for a cell (kept at pool[kind]), and spares
         # ordered whose pid it has not said yet (in order).
         self.templates = {}
         self.untaken = collections.Counter()
         self.awaiting_pid = collections.defaultdict(collections.deque)
         self.spare_ids = 0
-        self.pool_size = 2
+        self.pool = collections.Counter()  # ready spares to keep, per template kind
         self.in_user_ns = False
         self.report = {}
         self.devnull = None
@@ -136,7 +139,7 @@ class Zygote:
         self.sel.register(wake_r, selectors.EVENT_READ, ("sigchld", None))
         while True:
             for kind in list(self.templates):
-                while self.untaken[kind] < self.pool_size and kind in self.templates:
+                while self.untaken[kind] < self.pool[kind] and kind in self.templates:
                     zygote_spares.spawn_spare(self, kind)
             for key, _ in self.sel.select():
                 kind, obj = key.data
@@ -309,7 +312,8 @@ def main():
     with hugepages.arenas_on_heap():
         loaded = preload(lean)
     z = Zygote(host, reader, policy)
-    z.pool_size = max(1, int(header.get("workers", 2)))
+    workers = max(1, int(header.get("workers", 2)))
+    z.pool.update(lean=workers * LEAN_DEPTH, full=workers)
     report = z.enter()
     if rest:
         # The lean template is forked before the rest is imported: the one-shot cells that do not
@@ -330,6 +334,7 @@ def main():
     report["async_unmount"] = z.unmounter is not None
     report["preloaded"] = loaded
     report["templates"] = sorted(z.templates)
+    report["spares"] = {kind: z.pool[kind] for kind in z.templates}
     report["threads"] = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
     z.reply({"op": "ready", "isolation": report})
     z.serve()

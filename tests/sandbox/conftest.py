@@ -71,9 +71,10 @@ class HostState:
         # (one per worker), the unmounting helper where work directories are mounts, and per
         # open session a parked process with its spare; a cell that just ended may take a moment
         # to go.
-        templates = len(sb.isolation.get("templates", ["full"]))
+        spares = sb.isolation.get("spares", {"full": sb.workers})
         helpers = 1 if sb.isolation.get("async_unmount") else 0
-        expected = 2 + templates * (1 + sb.workers) + helpers + 2 * sb.live_sessions + extra_processes
+        expected = (2 + len(spares) + sum(spares.values()) + helpers + 2 * sb.live_sessions
+                    + extra_processes)
         deadline = time.monotonic() + 3.0
         while len(tree := descendants(sb._zygote.proc.pid)) > expected and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -131,7 +131,7 @@ def test_finished_work_directories_are_removed(sb, guard):
     for i in range(12):
         r = sb.run(f"open('mine-{i}', 'w').write('x' * 100000)\nimport os\nsorted(os.listdir('.'))")
         assert r.error is None and r.stdout == f"['mine-{i}']\n", r
-    live = len(sb.isolation["templates"]) * sb.workers + 1  # ready spares and this cell
+    live = sum(sb.isolation["spares"].values()) + 1  # ready spares and this cell
     listing = "import os\nprint(len(os.listdir('/work')), open('/proc/self/mountinfo').read().count(' /work/'))"
     for _ in range(50):
         dirs, mounts = map(int, sb.run(listing).stdout.split())
