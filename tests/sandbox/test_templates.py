@@ -69,3 +69,34 @@ def test_a_lean_cell_that_reaches_a_heavy_module_still_gets_it(sb, guard):
                "'import ' + 'pan' + 'das as p; print(p.DataFrame({\"a\": [1, 2]}).shape)')",
                timeout=60)
     assert r.error is None and r.stdout == "(2, 1)\n", r
+
+
+PROCESS_STATE = """import os, resource, signal
+print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))
+print(os.getsid(0) == os.getpid(), os.getpgrp() == os.getpid())
+print(signal.getsignal(signal.SIGCHLD) is signal.SIG_DFL,
+      signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+print(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+print(resource.getrlimit(resource.RLIMIT_NPROC), resource.getrlimit(resource.RLIMIT_NOFILE),
+      resource.getrlimit(resource.RLIMIT_CPU))
+print(os.getcwd().startswith('/work/run-'))
+"""
+
+
+@pytest.mark.parametrize("extra", ["", "# pandas: a full spare\n"])
+def test_one_shot_child_starts_clean(sb, guard, extra):
+    # Whichever loop forked it (C or Python) and whichever template: its own session, only its
+    # own fds (the listing's own fd aside), default signal handling with nothing blocked, and the
+    # per-cell limits of a 5 s cell.
+    r = sb.run(PROCESS_STATE + extra, timeout=5)
+    assert r.error is None, r
+    lines = r.stdout.splitlines()
+    fds = eval(lines[0])
+    assert fds[:6] == [0, 1, 2, 3, 4, 5] and len(fds) <= 7, fds
+    assert lines[1] == "True True" and lines[2] == "True True", lines
+    assert lines[3] == "[]", lines
+    lim = sb.policy.limits
+    cpu = 5 + lim.cpu_slack_s
+    assert lines[4] == f"({lim.processes}, {lim.processes}) ({lim.open_files}, {lim.open_files}) " \
+                       f"({cpu}, {cpu + 1})", lines
+    assert lines[5] == "True"
