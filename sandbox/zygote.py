@@ -25,8 +25,9 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 # Lean spares ready per worker. Most one-shot cells take one, and back to back the next is
-# ordered only when a cell ends: more in stock lets their forks overlap the cells before them.
-LEAN_DEPTH = 1
+# ordered only when a cell ends: more in stock lets their forks overlap the cells before them
+# (2 cores, back to back, p50: trivial cell 1.35 -> 1.23 ms, numpy cell 1.50 -> 1.32 ms).
+LEAN_DEPTH = 2
 
 
 class Zygote:
