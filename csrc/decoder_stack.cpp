@@ -95,8 +95,8 @@ class DecoderStack {
         std::vector<float> resid((size_t)T * H), x((size_t)T * H), hb((size_t)T * H), qkv((size_t)T * Nqkv),
             qr((size_t)T * nh * d), kr((size_t)T * nkv * d), att((size_t)T * nh * d), gu((size_t)T * 2 * I),
             act((size_t)T * I);
-        std::vector<block_q8a> A(bf16 ? 0 : (size_t)T * (maxK / QK + 1));
-        std::vector<uint16_t> XB(bf16 ? (size_t)T * maxK : 0);
+        std::vector<block_q8a> A(bf16 ? 0 : (size_t)T * (maxK / QK + 1)), A2(bf16 ? 0 : (size_t)T * (I / QK + 1));
+        std::vector<uint16_t> XB(bf16 ? (size_t)T * maxK : 0), XB2(bf16 ? (size_t)T * I : 0);
 
         struct Item { int seq, t0, t1, pos0, g; };
         std::vector<Item> items;
@@ -125,21 +125,23 @@ class DecoderStack {
                 if (bf16) bf16_kernels().to_bf16(X + (size_t)r * K, XB.data() + (size_t)r * K, K);
                 else t.quantize_q8a(X + (size_t)r * K, K, A.data() + (size_t)r * (K / QK));
             };
-            // Y[T, N] = X[T, K] @ W^T (+ bias) on prepared rows; ends with a barrier
+            // Y[T, n0:n1] = X[T, K] @ W[n0:n1]^T (+ bias) on prepared rows (xb / a: the converted input)
+            auto gemm_range = [&](const QWeight& w, float* Y, int n0, int n1, const uint16_t* xb, const block_q8a* a) {
+                if (n0 >= n1) return;
+                const int K = w.K, N = w.N, nblk = K / QK, fi = format_index(w.type);
+                if (bf16) bf16_kernels().gemm(fi, w.w, w.stride, n0, n1, xb, K, T, K, Y, N);
+                else fns[fi](w.w, w.stride, n0, n1, a, nblk, T, nblk, Y, N);
+                if (w.bias)
+                    for (int m = 0; m < T; ++m)
+                        for (int n = n0; n < n1; ++n) Y[(size_t)m * N + n] += w.bias[n];
+            };
+            // the whole of Y, 16-row chunks contiguous per thread (as split_rows); ends with a barrier
             auto gemm = [&](const QWeight& w, float* Y) {
-                const int K = w.K, N = w.N, nblk = K / QK;
-                const int chunks = (N + 15) / 16;  // 16-row chunks, contiguous per thread (as split_rows)
-                const int n0 = chunks * tid / nt * 16, n1 = std::min(N, chunks * (tid + 1) / nt * 16);
-                if (n0 < n1) {
-                    const int fi = format_index(w.type);
-                    if (bf16) bf16_kernels().gemm(fi, w.w, w.stride, n0, n1, XB.data(), K, T, K, Y, N);
-                    else fns[fi](w.w, w.stride, n0, n1, A.data(), nblk, T, nblk, Y, N);
-                    if (w.bias)
-                        for (int m = 0; m < T; ++m)
-                            for (int n = n0; n < n1; ++n) Y[(size_t)m * N + n] += w.bias[n];
-                }
+                const int chunks = (w.N + 15) / 16;
+                gemm_range(w, Y, chunks * tid / nt * 16, std::min(w.N, chunks * (tid + 1) / nt * 16), XB.data(), A.data());
 #pragma omp barrier
             };
+            std::vector<float> silu_in;  // this thread's gate | up columns of one row
             const int Ko = nh * d, gd = (nh / nkv) * d;
             // attention items convert their own slice of the o-projection's input where the slice is
             // whole int8 blocks (always for bf16)
@@ -204,13 +206,35 @@ class DecoderStack {
                     prep(x.data(), r, H);
                 }
 #pragma omp barrier
-                gemm(ly.gate_up, gu.data());
-                for (int r = r0; r < r1; ++r) {
-                    t.silu_mul(&gu[(size_t)r * 2 * I], &act[(size_t)r * I], I);
-                    prep(act.data(), r, I);
+                // A thread takes the same columns of gate and up, applies SiLU-and-mul to them and converts
+                // them for the down projection (into the second buffers: another thread may still read
+                // the first), with no barrier between the GEMM and the activation.
+                {
+                    const int chunks = (I + 31) / 32;  // whole int8 blocks per thread
+                    const int c0 = std::min(I, chunks * tid / nt * 32), c1 = std::min(I, chunks * (tid + 1) / nt * 32);
+                    const int n = c1 - c0;
+                    gemm_range(ly.gate_up, gu.data(), c0, c1, XB.data(), A.data());
+                    gemm_range(ly.gate_up, gu.data(), I + c0, I + c1, XB.data(), A.data());
+                    if (n > 0) {
+                        silu_in.resize(2 * (size_t)n);
+                        for (int m = 0; m < T; ++m) {
+                            const float* g = &gu[(size_t)m * 2 * I];
+                            std::memcpy(silu_in.data(), g + c0, n * sizeof(float));
+                            std::memcpy(silu_in.data() + n, g + I + c0, n * sizeof(float));
+                            float* o = &act[(size_t)m * I + c0];
+                            t.silu_mul(silu_in.data(), o, n);
+                            if (bf16) bf16_kernels().to_bf16(o, XB2.data() + (size_t)m * I + c0, n);
+                            else t.quantize_q8a(o, n, A2.data() + (size_t)m * (I / QK) + c0 / QK);
+                        }
+                    }
                 }
 #pragma omp barrier
-                gemm(ly.down, hb.data());
+                {
+                    const int chunks = (H + 15) / 16;
+                    gemm_range(ly.down, hb.data(), chunks * tid / nt * 16, std::min(H, chunks * (tid + 1) / nt * 16),
+                               XB2.data(), A2.data());
+                }
+#pragma omp barrier
             }
             for (int r = r0; r < r1; ++r) {
                 if (L == 0) t.rms_norm(emb + (size_t)r * H, final_norm_, y_out + (size_t)r * H, H, eps_);
