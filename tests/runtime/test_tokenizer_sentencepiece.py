@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tokenizer_samples import CORPUS, TRAIN_TEXT
 
@@ -170,13 +170,26 @@ _PIECES = st.sampled_from(list("ab cde\n\t xyz019你好😀ü.,()_") + ["  ", "\
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.one_of(st.lists(_PIECES, max_size=16).map("".join), st.text(max_size=16)))
+@example(text="bb___")  # a tie between two orders of the same pieces (see _assert_equally_best)
 def test_sentencepiece_random_text(sp_dir, sp_gguf, sp_ref, unigram_dir, text):
     ids = sp_ref.encode(text)
     if "<tool>" not in text:  # mid-text, sentencepiece puts no prefix space after a user symbol
         assert _cached(sp_dir).encode(text, add_special_tokens=False) == ids
         assert _cached(sp_gguf).encode(text, add_special_tokens=False) == ids
     uni = spm.SentencePieceProcessor(model_file=str(unigram_dir / "tokenizer.model"))
-    assert _cached(unigram_dir).encode(text, add_special_tokens=False) == uni.encode(text)
+    ours, want = _cached(unigram_dir).encode(text, add_special_tokens=False), uni.encode(text)
+    if ours != want:
+        _assert_equally_best(uni, ours, want, text)
+
+
+def _assert_equally_best(uni, ours, want, text):
+    """Unigram segmentation is a Viterbi search: when two segmentations score the same (the same pieces in
+    another order, e.g. '_' + '__' against '__' + '_'), sentencepiece's float32 sums and the tokenizers
+    library's float64 sums can break the tie differently. Such an answer is still a best segmentation
+    of the same text; anything else is a bug."""
+    score = lambda ids: sum(uni.get_score(i) for i in ids)  # noqa: E731
+    assert abs(score(ours) - score(want)) <= 1e-4 * max(1.0, abs(score(want))), (text, ours, want)
+    assert uni.decode(ours) == uni.decode(want), (text, ours, want)
 
 
 _LOADED: dict = {}
