@@ -4,7 +4,7 @@ Quantized GGUF weights run through integer GEMMs in their own block format (cpu_
 Norms, rotary, SiLU-and-mul, the KV write and paged attention are single C++ calls that split
 their rows across OpenMP threads. Prefill-sized work goes to torch's bf16 GEMMs instead: the
 linears and the MLP (bf16 intermediates) from DENSE_MIN_ROWS rows, and the attention of a chunk
-of SDPA_MIN_NEW_TOKENS new tokens or more (blocked causal GEMMs). The extension is built against
+of PREFILL_MIN_NEW_TOKENS new tokens or more (blocked causal GEMMs). The extension is built against
 the same libgomp soname as torch and imported after torch, so both share one OpenMP runtime and
 one thread count (torch.set_num_threads governs both); nothing here spawns threads of its own.
 
@@ -118,9 +118,9 @@ def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
 # below on its gathered K/V instead of our kernel, which is built for decode (one query row per
 # sequence). Measured at 1 thread (nh 9, nkv 3, d 64): 16 new tokens over 924 cached 0.44 ms vs
 # 1.44 ms in the kernel, 26 over 940: 0.50 vs 2.36 ms; the kernel wins only where the whole context
-# is short (16 over 0: 0.03 vs 0.09 ms). The name is older than the blocked path (torch SDPA was
-# 2.5x slower than it at 1,000 tokens).
-SDPA_MIN_NEW_TOKENS = 16
+# is short (16 over 0: 0.03 vs 0.09 ms). (torch SDPA, used here before the blocked path, was 2.5x
+# slower than it at 1,000 tokens.)
+PREFILL_MIN_NEW_TOKENS = 16
 # Query positions per block: fewer blocks mean fewer thread-pool barriers, more means less of the
 # causal triangle computed and masked. SmolLM2 prefill of 1,000 tokens, idle machine: 1 thread,
 # 32: 10.2 ms/layer, 64 and 128: 7.9; 2 threads, tok/s: 64: 2072, 128: 2165, 192: 1800, 256: 1620.
@@ -193,7 +193,7 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, met
     lens = meta.seq_lens_list or meta.seq_lens.tolist()
     bs = k_cache.shape[1]
     bt = block_tables_for(meta, lens, bs)
-    short = [i for i in range(len(lens)) if starts[i + 1] - starts[i] < SDPA_MIN_NEW_TOKENS]
+    short = [i for i in range(len(lens)) if starts[i + 1] - starts[i] < PREFILL_MIN_NEW_TOKENS]
     for i in range(len(lens)):
         if i not in short and starts[i + 1] > starts[i]:
             s, e = starts[i], starts[i + 1]

@@ -14,7 +14,7 @@ import torch
 from oci_engine import _C
 from oci_engine.attention_metadata import AttentionMetadata
 from oci_engine.ops import cpu_linear
-from oci_engine.ops.cpu_backend import SDPA_MIN_NEW_TOKENS, block_tables_for  # cpu_backend imports this module lazily
+from oci_engine.ops.cpu_backend import PREFILL_MIN_NEW_TOKENS, block_tables_for  # cpu_backend imports this module lazily
 from oci_engine.ops.cpu_linear import QuantLinear
 
 _F32 = torch.float32
@@ -49,7 +49,7 @@ class FusedDecoder:
             return None
         starts = meta.query_start_loc_list or meta.query_start_loc.tolist()
         lens = meta.seq_lens_list or meta.seq_lens.tolist()
-        if any(starts[i + 1] - starts[i] >= SDPA_MIN_NEW_TOKENS for i in range(len(lens))):
+        if any(starts[i + 1] - starts[i] >= PREFILL_MIN_NEW_TOKENS for i in range(len(lens))):
             return None  # the per-op path sends long chunks to torch SDPA
         k0 = kv_caches[0][0]
         if k0.dtype not in (_F32, torch.bfloat16):

@@ -20,7 +20,7 @@ from oci_engine.config import ModelConfig
 from oci_engine.loader.quant_tensor import QuantTensor
 from oci_engine.models import allocate_kv_cache, build_model
 from oci_engine.ops import cpu_linear
-from oci_engine.ops.cpu_backend import SDPA_MIN_NEW_TOKENS
+from oci_engine.ops.cpu_backend import PREFILL_MIN_NEW_TOKENS
 
 Q = gguf.GGMLQuantizationType
 FORMATS = [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.Q4_K, Q.Q6_K]
@@ -165,7 +165,7 @@ def test_steps_the_stack_does_not_cover_fall_back(monkeypatch):
     model.fused = lambda *args: calls.append(fused(*args)) or calls[-1]
     try:
         a.step(many(0), True)
-        a.step([(n_seqs, list(range(SDPA_MIN_NEW_TOKENS)))], True)
+        a.step([(n_seqs, list(range(PREFILL_MIN_NEW_TOKENS)))], True)
         assert calls == [None, None]
         b.step(many(0), False)
         monkeypatch.setattr(cpu_linear, "BATCH_INVARIANT", True)

@@ -92,11 +92,11 @@ def test_paged_attention(prefix, new, nh, nkv, d, bs, cache_dtype):
     # (which multiplies masked slots by zero) gets them zeroed.
     expect = ref.attention(b.q, k_cache.float().nan_to_num(0.0), v_cache.float().nan_to_num(0.0), meta, d ** -0.5)
     assert not out.isnan().any()
-    # Chunks of SDPA_MIN_NEW_TOKENS or more run in bf16 (q, k, scores, probabilities and v rounded
+    # Chunks of PREFILL_MIN_NEW_TOKENS or more run in bf16 (q, k, scores, probabilities and v rounded
     # to 8 bits of mantissa): each output row within a few bf16 roundings of fp32; the rest is fp32.
     long = torch.zeros(len(out), dtype=torch.bool)
     for s, e in zip(meta.query_start_loc.tolist(), meta.query_start_loc.tolist()[1:]):
-        long[s:e] = e - s >= cpu.SDPA_MIN_NEW_TOKENS
+        long[s:e] = e - s >= cpu.PREFILL_MIN_NEW_TOKENS
     torch.testing.assert_close(out[~long], expect[~long], rtol=2e-5, atol=2e-5)
     err = (out[long] - expect[long]).norm(dim=-1) / expect[long].norm(dim=-1)
     assert err.numel() == 0 or err.max() < 3e-2, f"bf16 prefill attention: relative row error {err.max():.2e}"
