@@ -63,7 +63,12 @@ def remove(path, workroot):
     # Only a work directory the zygote made: a name directly under the work root.
     if os.path.dirname(path) != workroot or os.path.basename(path) in ("", ".", ".."):
         return
-    if namespaces.unmount(path):
+    discard(path, own_mount=True)
+
+
+def discard(path, own_mount):
+    """Unmount a work directory (its own tmpfs, where `own_mount`) and delete it."""
+    if own_mount and namespaces.unmount(path):
         try:
             os.rmdir(path)
             return

@@ -12,7 +12,6 @@ import importlib
 import os
 import secrets
 import selectors
-import shutil
 import signal
 import socket
 import sys
@@ -122,13 +121,7 @@ class Zygote:
     def remove_workdir(self, path):
         if self.unmounter is not None and unmounter.request(self.unmounter[1], path):
             return
-        if self.own_mounts and namespaces.unmount(path):
-            try:
-                os.rmdir(path)
-                return
-            except OSError:
-                pass
-        shutil.rmtree(path, ignore_errors=True)
+        unmounter.discard(path, self.own_mounts)
 
     # -- the loop ----------------------------------------------------------------------------
     def serve(self):
