@@ -65,7 +65,7 @@ _TIMEOUT = struct.Struct("<d")
 # Zygote <-> template, whose loop runs between forks: every page it writes is copied again after
 # each fork, so it reads and writes these without json too.
 SPARE_ORDER = b'{"op":"spare","nfds":3}'  # body: the spare's work directory; fds: channel, out, err
-SPARE_ORDER_HEADER = {"op": "spare", "nfds": 3}
+SPARE_ORDER_HEADER = json.loads(SPARE_ORDER)
 
 
 def template_go():

@@ -82,7 +82,11 @@ class SparePool:
             while True:
                 now = time.monotonic()
                 lean_only = kind == "lean" and now < lean_until
-                for k in ("lean",) if lean_only else ("lean", "full") if kind == "lean" else ("full",):
+                if kind == "full":
+                    kinds = ("full",)
+                else:
+                    kinds = ("lean",) if lean_only else ("lean", "full")
+                for k in kinds:
                     queue = self._spares[k]
                     while queue and queue[0].generation != self.generation:
                         queue.popleft().close()

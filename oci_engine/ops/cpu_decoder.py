@@ -4,7 +4,7 @@ short prefill chunks) in one C++ call (csrc/decoder_stack.cpp) instead of ~13 op
 `fuse_decoder` is the optional op the Llama model asks for at load time. It returns None when the
 model's weights are not all kernel-backed GGUF blocks in float32 (then the model keeps the per-op
 path), and otherwise a callable that runs the stack, or returns None for a step it does not cover
-(prefill-sized steps, which the per-op path sends to torch's GEMM and SDPA). Its result equals the
+(prefill-sized steps, which the per-op path sends to torch's bf16 GEMMs). Its result equals the
 per-op `cpu` path bit for bit: same kernels, same GEMM path choice, same row arithmetic.
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ class FusedDecoder:
         starts = meta.query_start_loc_list or meta.query_start_loc.tolist()
         lens = meta.seq_lens_list or meta.seq_lens.tolist()
         if any(starts[i + 1] - starts[i] >= PREFILL_MIN_NEW_TOKENS for i in range(len(lens))):
-            return None  # the per-op path sends long chunks to torch SDPA
+            return None  # the per-op path sends long chunks to the blocked bf16 prefill attention
         k0 = kv_caches[0][0]
         if k0.dtype not in (_F32, torch.bfloat16):
             return None
