@@ -43,10 +43,8 @@ class FusedDecoder:
     def __call__(self, h: torch.Tensor, positions: torch.Tensor, kv_caches: list,
                  meta: AttentionMetadata) -> torch.Tensor | None:
         T = h.shape[0]
-        invariant = cpu_linear.BATCH_INVARIANT
-        # the per-op path sends steps of DENSE_MIN_ROWS rows or more to torch's GEMM, unless batch-invariant
-        if T == 0 or (T >= cpu_linear.DENSE_MIN_ROWS and not invariant) or h.dtype != _F32:
-            return None
+        if T == 0 or cpu_linear.rows_take_dense(T) or h.dtype != _F32:
+            return None  # the per-op path sends such steps to torch's GEMM
         starts = meta.query_start_loc_list or meta.query_start_loc.tolist()
         lens = meta.seq_lens_list or meta.seq_lens.tolist()
         if any(starts[i + 1] - starts[i] >= PREFILL_MIN_NEW_TOKENS for i in range(len(lens))):
@@ -69,7 +67,7 @@ class FusedDecoder:
         out = torch.empty(T, self.hidden)
         _C.decoder_stack_run(self.stack, h.data_ptr(), out.data_ptr(), T, pos.data_ptr(), slots.data_ptr(), kv,
                              k0.dtype == torch.bfloat16, k0.shape[0] * bs, bs, bt.data_ptr(), bt.shape[1],
-                             list(starts), list(lens), invariant)
+                             list(starts), list(lens), cpu_linear.BATCH_INVARIANT)
         return out
 
 
