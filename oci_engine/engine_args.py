@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from oci_engine.errors import InvalidRequestError
+from oci_engine.model_cache import DEFAULT_MODEL
 
 logger = logging.getLogger("oci_engine")
 
@@ -21,7 +22,7 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat1
 
 @dataclass(slots=True)
 class EngineArgs:
-    model: str | os.PathLike = "smollm2-135m"
+    model: str | os.PathLike = DEFAULT_MODEL
     backend: str | None = None  # "torch" | "cpu" | "triton"; None picks the best available
     dtype: object = None  # "float32" | "bfloat16" | "float16" | torch.dtype; None: fp32 on CPU, bf16 on GPU
     kv_cache_memory: float | None = None  # GiB for the KV pool

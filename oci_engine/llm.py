@@ -10,11 +10,12 @@ from typing import Iterator, Sequence
 
 from oci_engine.engine_args import EngineArgs, create_engine
 from oci_engine.errors import InvalidRequestError
+from oci_engine.model_cache import DEFAULT_MODEL
 from oci_engine.outputs import RequestOutput
 
 
 class LLM:
-    def __init__(self, model: str = "smollm2-135m", backend: str | None = None, dtype=None,
+    def __init__(self, model: str = DEFAULT_MODEL, backend: str | None = None, dtype=None,
                  kv_cache_memory: float | None = None, block_size: int = 16, enable_prefix_caching: bool = True,
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048, max_model_len: int | None = None,
                  seed: int | None = None, device: str | None = None, enforce_eager: bool = False):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 
 def add_engine_arguments(p) -> None:
-    p.add_argument("-m", "--model", default="smollm2-135m",
+    from oci_engine.model_cache import DEFAULT_MODEL
+
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL,
                    help="registry name (pulled on first use), a .gguf file, or a Hugging Face model directory")
     p.add_argument("--backend", choices=["torch", "cpu", "triton"], default=None,
                    help="compute backend (default: triton with CUDA, else cpu when built, else torch)")
