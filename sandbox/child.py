@@ -53,6 +53,19 @@ def lean_fork(single_threaded=False):
     return pid
 
 
+def exited_children():
+    """(pid, wait status) of each child that has ended, without blocking, until none is waiting
+    to be collected. Run on every SIGCHLD wake-up: signals coalesce, one may stand for many."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # no children at all
+            return
+        if pid == 0:  # children left, none ended
+            return
+        yield pid, status
+
+
 def _after_c_fork():
     try:
         threading.main_thread()._set_native_id()  # the one thing threading caches per process

@@ -13,7 +13,7 @@ import signal
 import socket
 
 from . import cell, hugepages, limits as limits_mod, protocol, reseed
-from .child import ERR_FD, OUT_FD, SPARE_CPU_S, lean_fork, spare
+from .child import ERR_FD, OUT_FD, SPARE_CPU_S, exited_children, lean_fork, spare
 
 try:
     from . import _spawner
@@ -98,13 +98,7 @@ def serve_python(z, capture, namespace):
                 os.read(wake_r, 4096)
             except BlockingIOError:
                 pass
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
+            for pid, status in exited_children():
                 ctrl.sendall(protocol.exited_frame(pid, status))
         if ctrl in ready:
             if not reader.fill():

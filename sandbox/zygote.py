@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 
-from . import (hugepages, namespaces, protocol, seccomp_filter, unmounter, zygote_sessions,
+from . import (child, hugepages, namespaces, protocol, seccomp_filter, unmounter, zygote_sessions,
                zygote_spares)
 from .policy import Policy
 
@@ -228,13 +228,7 @@ class Zygote:
             job.chan = None
 
     def reap(self):
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in child.exited_children():
             self.ended(pid, status)
 
     def ended(self, pid, status):
