@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import require_namespaces
+from sandbox_host import require_namespaces
 
 
 @pytest.fixture(autouse=True)

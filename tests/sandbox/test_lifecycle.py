@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from conftest import HOST_SECRET, descendants, require_namespaces, zygote_pid
+from sandbox_host import HOST_SECRET, descendants, require_namespaces, zygote_pid
 
 
 def test_isolation_report_and_policy(sb, guard):

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from conftest import LiveServer
+from live_server import LiveServer
 
 MSG = [{"role": "user", "content": "Hello"}]
 

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from conftest import LiveServer, iter_sse, sse_events
+from live_server import LiveServer, iter_sse, sse_events
 
 # SmolLM2 (greedy) answers this with a code block that prints, then comments on the output
 SQUARES = "Write Python code that prints the squares of 1 to 5."

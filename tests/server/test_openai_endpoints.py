@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import sse_events, sse_json
+from live_server import sse_events, sse_json
 
 CHAT = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
 
@@ -173,7 +173,7 @@ def test_concurrent_requests_equal_each_run_alone(server, client, monkeypatch):
 
 
 def test_metrics_are_prometheus_text_and_counters_move(server, client):
-    from conftest import parse_metrics
+    from live_server import parse_metrics
 
     r = client.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain")

@@ -105,7 +105,7 @@ def test_stop_button_stops_the_reply_and_new_session_clears(page, server):
 
 
 def test_page_asks_for_the_api_key_once(browser, smollm2_gguf):
-    from conftest import LiveServer
+    from live_server import LiveServer
 
     s = LiveServer(str(smollm2_gguf), max_model_len=512, kv_cache_memory=0.05, api_key="sekrit",
                    served_model_name="smollm2-135m", sandbox_workers=1)
