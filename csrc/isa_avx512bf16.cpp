@@ -36,21 +36,25 @@ static inline void store32(uint16_t* out, __m512 e0_15, __m512 e16_31) {
 // portable block decoder (their sub-block scales make a vector version long, and they are rarer).
 static void dequant_row_bf16(int fmt, const uint8_t* w, int K, uint16_t* out) {
     if (fmt == 0 || fmt == 1) {
+        // A block's 16 possible values d * q + m (m = -8d for Q4_0) rounded once into a bf16 table,
+        // then the 32 nibbles looked up in it (vpermw): the same fma and rounding per weight as
+        // expanding each nibble in fp32, with a third of the conversions, which share the FMA pipes
+        // with the dot products that follow.
         const int bb = fmt == 0 ? sizeof(block_q4_0) : sizeof(block_q4_1);
-        const __m128i m4 = _mm_set1_epi8(0x0F);
+        const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        const __m256i m4 = _mm256_set1_epi16(0x0F);
         for (int b = 0; b < K / QK; ++b) {
             const uint8_t* blk = w + (size_t)b * bb;
-            const __m128i q = _mm_loadu_si128((const __m128i*)(blk + (fmt == 0 ? 2 : 4)));
-            const __m512 f0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(q, m4)));
-            const __m512 f1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(q, 4), m4)));
-            // fp16 words 0..1 (d, then m or code bytes) converted together, then broadcast
-            int32_t h;
+            int32_t h;  // fp16 words 0..1: d, then m (Q4_1) or the first code bytes (Q4_0)
             std::memcpy(&h, blk, 4);
-            const __m512 dm = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
-            const __m512 vd = _mm512_permutexvar_ps(_mm512_setzero_si512(), dm);
-            const __m512 off = fmt == 0 ? _mm512_mul_ps(vd, _mm512_set1_ps(-8.0f))
-                                        : _mm512_permutexvar_ps(_mm512_set1_epi32(1), dm);
-            store32(out + (size_t)b * QK, _mm512_fmadd_ps(f0, vd, off), _mm512_fmadd_ps(f1, vd, off));
+            const __m512 dm = _mm512_cvtph_ps(_mm256_set1_epi32(h));  // d m d m ...
+            const __m512 vd = _mm512_shuffle_ps(dm, dm, 0x00);
+            const __m512 off = fmt == 0 ? _mm512_mul_ps(vd, _mm512_set1_ps(-8.0f)) : _mm512_shuffle_ps(dm, dm, 0x55);
+            const __m256i tab = (__m256i)_mm512_cvtneps_pbh(_mm512_fmadd_ps(iota, vd, off));
+            const __m256i q = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(blk + (fmt == 0 ? 2 : 4))));
+            uint16_t* o = out + (size_t)b * QK;
+            _mm256_storeu_si256((__m256i*)o, _mm256_permutexvar_epi16(_mm256_and_si256(q, m4), tab));
+            _mm256_storeu_si256((__m256i*)(o + 16), _mm256_permutexvar_epi16(_mm256_srli_epi16(q, 4), tab));
         }
         return;
     }
@@ -74,32 +78,46 @@ static void dequant_row_bf16(int fmt, const uint8_t* w, int K, uint16_t* out) {
 
 // Y[m, n] for MR activation rows x 4 expanded weight rows (w, 4 rows K apart): 16 accumulators,
 // 8 loads per 16 vdpbf16ps (a 1 x 16 tile needs 17), one shared reduction; nv valid weight rows.
+// The accumulators are named, not an array: an array reaches hsum16 through memory (a memset
+// and 32 stack moves per tile).
 template <int MR>
-static void tile4(const uint16_t* w, int K, const uint16_t* X, size_t ldx, float* Y, size_t ldy, int nv) {
-    __m512 acc[16];
-    for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+static inline void tile4(const uint16_t* w, int K, const uint16_t* X, size_t ldx, float* Y, size_t ldy, int nv) {
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00,
+           a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
     for (int k = 0; k < K; k += 32) {
-        __m512bh wv[4];
-        for (int j = 0; j < 4; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(w + (size_t)j * K + k);
-        for (int r = 0; r < MR; ++r) {
+        const __m512bh w0 = (__m512bh)_mm512_loadu_si512(w + k), w1 = (__m512bh)_mm512_loadu_si512(w + (size_t)K + k),
+                       w2 = (__m512bh)_mm512_loadu_si512(w + 2 * (size_t)K + k),
+                       w3 = (__m512bh)_mm512_loadu_si512(w + 3 * (size_t)K + k);
+        auto row = [&](int r, __m512& c0, __m512& c1, __m512& c2, __m512& c3) {
             const __m512bh xv = (__m512bh)_mm512_loadu_si512(X + r * ldx + k);
-            for (int j = 0; j < 4; ++j) acc[4 * r + j] = _mm512_dpbf16_ps(acc[4 * r + j], wv[j], xv);
-        }
+            c0 = _mm512_dpbf16_ps(c0, w0, xv), c1 = _mm512_dpbf16_ps(c1, w1, xv);
+            c2 = _mm512_dpbf16_ps(c2, w2, xv), c3 = _mm512_dpbf16_ps(c3, w3, xv);
+        };
+        row(0, a00, a01, a02, a03);
+        if (MR > 1) row(1, a10, a11, a12, a13);
+        if (MR > 2) row(2, a20, a21, a22, a23);
+        if (MR > 3) row(3, a30, a31, a32, a33);
     }
+    const __m512 v[16] = {a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33};
     alignas(64) float s[16];
-    _mm512_store_ps(s, hsum16(acc));
+    _mm512_store_ps(s, hsum16(v));
     for (int r = 0; r < MR; ++r)
         for (int j = 0; j < nv; ++j) Y[r * ldy + j] = s[4 * r + j];
 }
 
 // Rows [n0, n1) of Y[M, N] = X[M, K] (bf16) @ W^T. Weight rows are expanded in chunks of NC so
 // that a chunk (NC * K bf16) and the activation rows stay in L1/L2 while they meet; a short last
-// chunk is padded with zero rows to whole 4-row tiles.
+// chunk is padded with zero rows to whole 4-row tiles. Weight tiles outside, activation tiles
+// inside: a tile's 4 expanded rows stay in L1 while every activation row passes them.
 static void gemm_bf16(int fmt, const uint8_t* W, size_t w_stride, int n0, int n1, const uint16_t* X, size_t ldx,
                       int M, int K, float* Y, size_t ldy) {
     constexpr int NC = 16;
     static thread_local std::vector<uint16_t> wbuf;
     if (wbuf.size() < (size_t)NC * K) wbuf.resize((size_t)NC * K);
+    // the first chunk's raw rows are on their way while the lines before them are expanded
+    for (const char *p = (const char*)(W + (size_t)n0 * w_stride),
+                    *e = (const char*)(W + (size_t)std::min(n1, n0 + NC) * w_stride); p < e; p += 64)
+        _mm_prefetch(p, _MM_HINT_T0);
     for (int nc = n0; nc < n1; nc += NC) {
         const int ne = std::min(n1, nc + NC), padded = (ne - nc + 3) / 4 * 4;
         for (int n = nc; n < ne; ++n) dequant_row_bf16(fmt, W + n * w_stride, K, &wbuf[(size_t)(n - nc) * K]);
@@ -110,13 +128,13 @@ static void gemm_bf16(int fmt, const uint8_t* W, size_t w_stride, int n0, int n1
         const char* pf_end = (const char*)(W + (size_t)std::min(n1, ne + NC) * w_stride);
         const size_t tiles = (size_t)((M + 3) / 4) * (padded / 4);
         const size_t per_tile = ((size_t)(pf_end - pf) / 64 + tiles) / tiles;
-        for (int m = 0; m < M; m += 4) {
-            const uint16_t* x = X + m * ldx;
-            for (int j = 0; j < padded; j += 4) {
+        for (int j = 0; j < padded; j += 4) {
+            const uint16_t* w = &wbuf[(size_t)j * K];
+            const int nv = std::min(4, ne - nc - j);
+            for (int m = 0; m < M; m += 4) {
                 for (size_t i = 0; i < per_tile && pf < pf_end; ++i, pf += 64) _mm_prefetch(pf, _MM_HINT_T0);
-                const uint16_t* w = &wbuf[(size_t)j * K];
+                const uint16_t* x = X + m * ldx;
                 float* y = Y + m * ldy + nc + j;
-                const int nv = std::min(4, ne - nc - j);
                 switch (std::min(4, M - m)) {
                     case 4: tile4<4>(w, K, x, ldx, y, ldy, nv); break;
                     case 3: tile4<3>(w, K, x, ldx, y, ldy, nv); break;
