@@ -37,14 +37,16 @@ def _vector_ok(v: torch.Tensor, n: int) -> bool:
 class FusedDecoder:
     """Callable (h [T, H] embeddings, positions, kv_caches, meta) -> final-normed hidden [T, H] | None."""
 
-    def __init__(self, stack, keep: list, hidden: int):
-        self.stack, self.keep, self.hidden = stack, keep, hidden
+    def __init__(self, stack, keep: list, hidden: int, widest: QuantLinear):
+        # widest: the layer weight with the most elements, which the per-op path sends to torch's
+        # GEMM from the fewest rows (cpu_linear.takes_dense); a step it would send there is left to it
+        self.stack, self.keep, self.hidden, self.widest = stack, keep, hidden, widest
 
     def __call__(self, h: torch.Tensor, positions: torch.Tensor, kv_caches: list,
                  meta: AttentionMetadata) -> torch.Tensor | None:
         T = h.shape[0]
-        if T == 0 or cpu_linear.rows_take_dense(T) or h.dtype != _F32:
-            return None  # the per-op path sends such steps to torch's GEMM
+        if T == 0 or cpu_linear.takes_dense(T, self.widest) or h.dtype != _F32:
+            return None  # the per-op path sends such steps (or some of their GEMMs) to torch's GEMM
         starts = meta.query_start_loc_list or meta.query_start_loc.tolist()
         lens = meta.seq_lens_list or meta.seq_lens.tolist()
         if any(starts[i + 1] - starts[i] >= PREFILL_MIN_NEW_TOKENS for i in range(len(lens))):
@@ -86,7 +88,9 @@ def fuse_decoder(*, layers: list[dict], final_norm: torch.Tensor, num_heads: int
             return None
         rows.append([ly["input_norm"].data_ptr(), ly["post_norm"].data_ptr()] + [x for w in ws for x in w])
     inter = layers[0]["down"].handles[0].in_features
+    widest = max((ly[n].handles[0] for ly in layers for n in ("qkv", "o", "gate_up", "down")),
+                 key=lambda w: w.out_features * w.in_features)
     stack = _C.DecoderStack(rows, final_norm.data_ptr(), H, num_heads, num_kv_heads, head_dim, inter, float(eps),
                             float(scale), cos_sin.data_ptr(), cos_sin.stride(0), cos_sin.shape[0])
     keep = [layers, final_norm, cos_sin]  # the addresses above point into these
-    return FusedDecoder(stack, keep, H)
+    return FusedDecoder(stack, keep, H, widest)

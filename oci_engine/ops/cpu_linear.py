@@ -135,8 +135,7 @@ def dense_matmul(x2: torch.Tensor, w: QuantLinear, out_dtype=torch.float32) -> t
 
 def rows_take_dense(rows: int) -> bool:
     """Whether a call of this many rows goes to dense_matmul on every quantized weight, whatever its
-    size (the fused decoder stack leaves such steps to the per-op path). Weights of DENSE_BIG_ELEMS
-    go there from fewer rows: see takes_dense."""
+    size. Weights of DENSE_BIG_ELEMS go there from fewer rows: see takes_dense."""
     return not BATCH_INVARIANT and rows >= DENSE_MIN_ROWS
 
 

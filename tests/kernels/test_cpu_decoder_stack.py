@@ -175,6 +175,30 @@ def test_steps_the_stack_does_not_cover_fall_back(monkeypatch):
         model.fused = fused
 
 
+def test_steps_the_per_op_path_sends_big_weights_to_torch_fall_back(monkeypatch):
+    """A model whose layer weights reach DENSE_BIG_ELEMS (a 1B+ model's MLP) has them multiplied by
+    torch's GEMM from DENSE_BIG_MIN_ROWS rows on the per-op path: the stack leaves such steps to it
+    (so fused and per-op results stay equal), and still runs smaller steps."""
+    model = build_model(CONFIG, _tensors(False), backend="cpu")
+    smallest = min(h.out_features * h.in_features for ly in model.layers for n in ("qkv", "o", "gate_up", "down")
+                   for h in ly[n].handles)
+    monkeypatch.setattr(cpu_linear, "DENSE_BIG_ELEMS", smallest)
+    a, b = Runner(model, torch.float32), Runner(model, torch.float32)
+    rows = cpu_linear.DENSE_BIG_MIN_ROWS
+    assert rows < cpu_linear.DENSE_MIN_ROWS
+    step = [(s, [s]) for s in range(rows)]  # `rows` sequences decoding one token each
+    calls = []
+    fused = model.fused
+    model.fused = lambda *args: calls.append(fused(*args)) or calls[-1]
+    try:
+        got, per_op = a.step(step, True), b.step(step, False)
+        assert calls == [None] and torch.equal(got, per_op)
+        a.step([(s, [s + 1]) for s in range(rows - 1)], True)
+        assert calls[-1] is not None
+    finally:
+        model.fused = fused
+
+
 def test_bad_positions_and_slots_raise():
     model = build_model(CONFIG, _tensors(False), backend="cpu")
     r = Runner(model, torch.float32)
