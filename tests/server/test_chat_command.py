@@ -8,8 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 
 def start_chat(gguf, *flags):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from live_server import sse_events, sse_json
+from live_server import sse_json
 
 CHAT = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
 
