@@ -133,18 +133,12 @@ def dense_matmul(x2: torch.Tensor, w: QuantLinear, out_dtype=torch.float32) -> t
     return y
 
 
-def rows_take_dense(rows: int) -> bool:
-    """Whether a call of this many rows goes to dense_matmul on every quantized weight, whatever its
-    size. Weights of DENSE_BIG_ELEMS go there from fewer rows: see takes_dense."""
-    return not BATCH_INVARIANT and rows >= DENSE_MIN_ROWS
-
-
 def takes_dense(rows: int, handle) -> bool:
     """Whether a call of this many rows on this weight goes to dense_matmul (see the module notes)."""
     if BATCH_INVARIANT or not isinstance(handle, QuantLinear):
         return False
     big = handle.out_features * handle.in_features >= DENSE_BIG_ELEMS
-    return rows_take_dense(rows) or (big and rows >= DENSE_BIG_MIN_ROWS)
+    return rows >= DENSE_MIN_ROWS or (big and rows >= DENSE_BIG_MIN_ROWS)
 
 
 def linear(x: torch.Tensor, handle, bias: torch.Tensor | None = None) -> torch.Tensor:
