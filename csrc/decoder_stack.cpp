@@ -136,9 +136,9 @@ class DecoderStack {
                         for (int n = n0; n < n1; ++n) Y[(size_t)m * N + n] += w.bias[n];
             };
             // the whole of Y, 16-row chunks contiguous per thread (as split_rows); ends with a barrier
-            auto gemm = [&](const QWeight& w, float* Y) {
+            auto gemm = [&](const QWeight& w, float* Y, const uint16_t* xb, const block_q8a* a) {
                 const int chunks = (w.N + 15) / 16;
-                gemm_range(w, Y, chunks * tid / nt * 16, std::min(w.N, chunks * (tid + 1) / nt * 16), XB.data(), A.data());
+                gemm_range(w, Y, chunks * tid / nt * 16, std::min(w.N, chunks * (tid + 1) / nt * 16), xb, a);
 #pragma omp barrier
             };
             std::vector<float> silu_in;  // this thread's gate | up columns of one row
@@ -160,7 +160,7 @@ class DecoderStack {
                     prep(x.data(), r, H);
                 }
 #pragma omp barrier
-                gemm(ly.qkv, qkv.data());
+                gemm(ly.qkv, qkv.data(), XB.data(), A.data());
                 for (int r = r0; r < r1; ++r) {
                     const float* cs = cos_sin_ + pos[r] * cs_stride_;
                     const float* row = &qkv[(size_t)r * Nqkv];
@@ -199,7 +199,7 @@ class DecoderStack {
                     for (int r = r0; r < r1; ++r) prep(att.data(), r, Ko);
 #pragma omp barrier
                 }
-                gemm(ly.o, hb.data());
+                gemm(ly.o, hb.data(), XB.data(), A.data());
                 for (int r = r0; r < r1; ++r) {
                     t.add_rms_norm(&hb[(size_t)r * H], &resid[(size_t)r * H], &resid[(size_t)r * H], ly.post_norm,
                                    &x[(size_t)r * H], H, eps_);
@@ -229,12 +229,7 @@ class DecoderStack {
                     }
                 }
 #pragma omp barrier
-                {
-                    const int chunks = (H + 15) / 16;
-                    gemm_range(ly.down, hb.data(), chunks * tid / nt * 16, std::min(H, chunks * (tid + 1) / nt * 16),
-                               XB2.data(), A2.data());
-                }
-#pragma omp barrier
+                gemm(ly.down, hb.data(), XB2.data(), A2.data());
             }
             for (int r = r0; r < r1; ++r) {
                 if (L == 0) t.rms_norm(emb + (size_t)r * H, final_norm_, y_out + (size_t)r * H, H, eps_);

@@ -13,12 +13,8 @@ def descendants(pid):
     """Every process below `pid`, from /proc (readable as any user)."""
     children = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
+        ppid = _ppid(int(entry)) if entry.isdigit() else None
+        if ppid is not None:
             children.setdefault(ppid, []).append(int(entry))
     out, todo = [], [pid]
     while todo:
