@@ -1,24 +1,16 @@
-"""What the tests accept as the default model's answer to "print the squares of 1 to 5".
+"""Checks on the default model's coding replies that hold whatever the model wrote.
 
-The tests check that the reply's code was extracted, run and its output shown, not the model's exact
-wording: a kernel change that moves a float sum's rounding may change a greedy reply's phrasing
-("The square of 2 is 4" or "4"), and that is not what these tests are about."""
+The tests about running a reply's code check that the code shown was the code run and that what it
+printed reached the user, by running that same code here in a plain interpreter. They do not check
+the model's exact text: a kernel change that moves a float sum's rounding may change a greedy
+reply of this 135M model (even into code that is wrong), which is not what these tests are about."""
 from __future__ import annotations
 
-import re
+import subprocess
+import sys
 
-SQUARES = (1, 4, 9, 16, 25)
 
-
-def prints_the_squares(stdout: str) -> bool:
-    """True when the integers in `stdout` contain 1, 4, 9, 16, 25 in that order (other numbers,
-    such as the bases, may come in between)."""
-    want = iter(SQUARES)
-    goal = next(want)
-    for n in (int(m) for m in re.findall(r"-?\d+", stdout)):
-        if n == goal:
-            goal = next(want, None)
-            if goal is None:
-                return True
-    return False
-
+def stdout_of(code: str) -> str:
+    """What `code` prints when run by a plain `python -c` (the reference for the sandbox's output)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    return done.stdout

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 
-from model_replies import prints_the_squares
+from model_replies import stdout_of
+
+from oci_engine.code_blocks import extract_code_blocks
 
 
 def start_chat(gguf, *flags):
@@ -53,8 +55,10 @@ def test_chat_streams_a_reply_runs_its_code_and_exits_on_eof(smollm2_gguf):
             proc.kill()
     out = (out + rest).decode()
     assert proc.returncode == 0, err.decode()[-2000:]
-    # the result comes after its header and before the next prompt
-    assert prints_the_squares(out[out.index("execution result"):out.rindex(">>> ")]), out
+    # what the reply's code prints comes after the result's header and before the next prompt
+    reply = out[out.index(">>> ") + 4:out.index("execution result")]  # the reply follows the first prompt
+    printed = stdout_of(extract_code_blocks(reply)[0]).strip()
+    assert printed and printed in out[out.index("execution result"):out.rindex(">>> ")], out
     assert "\x1b[" not in out, "no colour codes when stdout is not a terminal"
     assert "Traceback" not in err.decode()
 

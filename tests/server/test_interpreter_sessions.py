@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from live_server import LiveServer, iter_sse, sse_events
-from model_replies import prints_the_squares
+from model_replies import stdout_of
 
 # SmolLM2 (greedy) answers this with a code block that prints, then comments on the output
 SQUARES = "Write Python code that prints the squares of 1 to 5."
@@ -63,7 +63,7 @@ def test_a_turn_streams_rounds_code_and_execution(square_turn):
     code = events[first + 1][1]["code"]
     assert "print" in code and "```" not in code
     execution = events[first + 2][1]
-    assert prints_the_squares(execution["stdout"]), execution
+    assert execution["stdout"] and execution["stdout"] == stdout_of(code), execution
     assert execution["error"] is None and execution["timed_out"] is False and execution["round"] == 1
     assert "feedback" not in execution  # what the model reads stays on the server
     done = events[-1][1]
@@ -81,8 +81,8 @@ def test_transcript_and_delete(client, square_turn):
     roles = [m["role"] for m in body["messages"]]
     assert roles[:4] == ["user", "assistant", "code", "execution"]
     assert body["messages"][0]["content"] == SQUARES
-    assert body["messages"][3]["stdout"] == next(d for n, d in events if n == "execution")["stdout"]
-    assert prints_the_squares(body["messages"][3]["stdout"])
+    assert body["messages"][2]["content"] == next(d for n, d in events if n == "code")["code"]
+    assert body["messages"][3]["stdout"] == stdout_of(body["messages"][2]["content"]) != ""
     assert client.delete(f"/v1/interpreter/sessions/{sid}").json()["deleted"] is True
     for r in (client.get(f"/v1/interpreter/sessions/{sid}"), client.delete(f"/v1/interpreter/sessions/{sid}"),
               client.post(f"/v1/interpreter/sessions/{sid}/messages", json={"content": "hi"})):

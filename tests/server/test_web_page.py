@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from model_replies import prints_the_squares
+from model_replies import stdout_of
 
 CHROMIUM = "/usr/bin/chromium"
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
@@ -69,7 +69,8 @@ def test_page_streams_a_reply_with_code_and_its_execution(page, server):
     assert "def " in code.inner_text()
     assert code.locator("span.kw").count() >= 2 and code.locator("span.bi").count() >= 1  # highlighted
     result = page.locator(".result").first
-    assert prints_the_squares(result.locator("pre.stdout").inner_text())
+    shown = result.locator("pre.stdout").inner_text().strip()
+    assert shown and shown == stdout_of(code.inner_text()).strip()
     assert "failed" not in (result.get_attribute("class") or "")
     assert page.locator("#send").is_enabled() and page.locator("#stop").is_disabled()
     assert "cached prompt tokens" in page.inner_text("#status")
