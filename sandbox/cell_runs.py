@@ -19,9 +19,7 @@ def session_cell(sb, session, code, timeout):
     alive = lambda: z.alive
     spare = session._take_spare(alive)
     if spare is None:
-        session.lost = True
-        return Result(error=CellError("SessionLost", "the session's state is gone (its process "
-                                      "died); the next run starts a fresh session"))
+        return _lost(session, "no process to run the cell came from the sandbox helper")
     try:
         z.send({"op": "session_started", "sid": session.sid, "spare": spare.id})
     except OSError:
@@ -39,14 +37,20 @@ def session_cell(sb, session, code, timeout):
                 pass
         status = session._wait_exit(spare.id, alive, KILL_GRACE_S)
         if status is False and (session.lost or not z.alive):
-            session.lost = True
-            return Result(error=CellError("SessionLost", "the session's state is gone (its process "
-                          "died); the next run starts a fresh session"), duration_s=duration)
+            return _lost(session, "the sandbox helper died", duration)
         header = dict(header or {}, partial=True, **status_fields(status))
         body = partial_output(spare, sb.policy.limits)
         return from_done(header, body, verdict == "timeout", time.perf_counter() - t0, timeout)
     finally:
         spare.close()
+
+
+def _lost(session, default_reason, duration_s=None):
+    """SessionLost, saying why the zygote gave the state up (its own words, where it said)."""
+    session.lost = True
+    why = (session.lost_reason or default_reason).removeprefix("session lost: ")
+    return Result(error=CellError("SessionLost", f"the session's state is gone ({why}); the next "
+                                  "run starts a fresh session"), duration_s=duration_s)
 
 
 def one_shot(sb, code, timeout):

@@ -110,7 +110,8 @@ class Sandbox:
         elif op == "session_lost":
             s = self._sessions.get(header.get("sid"))
             if s is not None:
-                s._mark_lost()
+                reason = header.get("reason")
+                s._mark_lost(reason if isinstance(reason, str) else None)
         elif op == "session_spare":
             s = self._sessions.get(header.get("sid"))
             spare = spare_pool.Spare(header["spare"], fds, generation) if len(fds) == 3 else None
@@ -126,7 +127,7 @@ class Sandbox:
 
     def _on_death(self, zygote):
         for s in list(self._sessions.values()):
-            s._mark_lost()
+            s._mark_lost("session lost: the sandbox helper died")
         for key, p in list(self._pending.items()):
             if not p.event.is_set():
                 p.header = {"op": "done", "reason": "the sandbox helper process died; it restarts "
@@ -194,7 +195,7 @@ class Sandbox:
             self._sessions.pop(s.sid, None)
             reason = (p.header or {}).get("reason", "no answer from the sandbox helper")
             raise SandboxError(f"could not start a sandbox session: {reason}")
-        s.generation, s.lost = self._generation, False
+        s.generation, s.lost, s.lost_reason = self._generation, False, None
 
     def _reopen_session(self, s):
         with self._lock:

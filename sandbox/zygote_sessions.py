@@ -122,28 +122,37 @@ def on_event(z, kind, s):
 
 
 def _on_ctrl(z, s):
+    ctrl = s.ctrl
     try:
         alive = s.reader.fill()
         frames = list(s.reader.frames())
     except protocol.FrameTooLarge:
         alive, frames = False, []
-    for header, _, fds in frames:
+    for _, _, fds in frames:
         for fd in fds:
             os.close(fd)
+    for header, _, _ in frames:
         op, pid = header.get("op"), header.get("pid")
         if op == "forked" and isinstance(pid, int) and s.forking:
             # The parked process forks in the order it was asked: reports pair up in order too.
             job = s.forking.popleft()
             job.pid = pid
             if job.kill_pending:
-                _kill_verified(s, job)
+                job.adopting = False  # the host gave up on it: no success of its counts
+                if not _kill_verified(s, job):
+                    close(z, s.sid, _unstoppable(s, job))
+                    return
+            if job.adopting:
+                job.adopting = False
+                _settle(z, job)  # retires the process these frames came from: the rest are moot
+                return
         elif op == "exited" and isinstance(pid, int):
             for job in (s.job, s.spare):
                 if job is not None and job.pid == pid and job.chan is not None:
                     z.on_job(job)  # a result already in its channel decides first
                 if job is not None and job.pid == pid and not job.done:
                     _ended(z, s, job, header.get("status"))
-    if not alive and s.ctrl is not None:
+    if not alive and s.ctrl is ctrl and ctrl is not None:
         close(z, s.sid, "session lost: its process died")
 
 
@@ -163,14 +172,32 @@ def _ended(z, s, job, status):
 def on_result(z, job):
     """The cell's verdict on the control channel (its output went to the host directly)."""
     s = job.session
+    if job.kill_pending:
+        return  # stopped on the host's word: it ends through its exit report, as any killed cell
+    if job.header.get("ok") and job.pid is None and s.ctrl is not None:
+        _on_ctrl(z, s)  # its 'forked' report may be in flight
+        if job.pid is None and s.ctrl is not None:
+            # The spare ran its whole cell before its parent got to report the fork (a parent
+            # descheduled right after fork(), common under load). Its pid is what the session
+            # checks every later kill against (the parent of the cell to stop), so it takes over
+            # only once the report arrives: the retiring parent still sends it first.
+            job.adopting = True
+            return
+    if z.sessions.get(s.sid) is s:
+        _settle(z, job)
+
+
+def _settle(z, job):
+    s = job.session
     job.done = True
     if s.spare is job:  # the host's 'started' may still be behind in our queue
         s.spare = None
     s.job = None
     if job.header.get("ok"):
+        if job.chan is None:  # it died while its pid was on the way
+            close(z, s.sid, "session lost: its process died")
+            return
         # The cell is the new last good state; its channel becomes the session's control channel.
-        if s.ctrl is not None:
-            _on_ctrl(z, s)  # pick up a 'forked' report still in flight
         old = s.ctrl
         if old is not None:
             try:
@@ -178,9 +205,8 @@ def on_result(z, job):
             except OSError:
                 pass
             _drop_ctrl(z, s)
-        # Reports still owed by the retired process will never come: start the pairing afresh.
-        s.forking.clear()
-        s.parked = job.pid  # None if its 'forked' report was lost with it: any tid then
+        s.forking.clear()  # reports still owed by the retired process will never come
+        s.parked = job.pid
         chan = job.chan
         z.sel.unregister(chan)
         job.chan = None
@@ -202,22 +228,36 @@ def kill(z, sid, spare_id):
     job = next((j for j in (s.job, s.spare) if j is not None and j.id == spare_id), None)
     if job is None or job.done:
         return
+    # Also marks it: a success it reported before the signal landed must not become the state.
+    job.kill_pending = True
     if job.pid is None:
-        job.kill_pending = True  # its pid is on the way: killed when it arrives
-        return
+        return  # its pid is on the way: killed when it arrives
     if not _kill_verified(s, job):
-        close(z, s.sid, "session lost: its cell could not be stopped alone")
+        close(z, s.sid, _unstoppable(s, job))
 
 
 def _kill_verified(s, job):
+    """SIGKILL the cell, only if it is a child of the parked state (pids come from processes that
+    ran user code). True also if it is already gone: the parked state reaped it and reports how."""
     pid = job.pid
-    if pid is not None and pid != s.parked and _parent_of(pid) == s.parked:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    if pid is None or pid == s.parked:
+        return False
+    parent = _parent_of(pid)
+    if parent is None and not os.path.exists(f"/proc/{pid}"):
         return True
-    return False
+    if parent != s.parked:
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    return True
+
+
+def _unstoppable(s, job):
+    """The reason a kill was refused, with what the check saw: the next failure explains itself."""
+    return (f"session lost: its cell could not be stopped alone (cell pid {job.pid}, whose parent "
+            f"is {_parent_of(job.pid) if job.pid else None}; the parked state is {s.parked})")
 
 
 def _parent_of(pid):

@@ -157,3 +157,32 @@ def test_later_cell_may_have_a_longer_budget_than_an_earlier_one(sb, guard):
                   timeout=1.5)
         assert r.timed_out and r.error.type == "Timeout"  # the wall clock still ends it
         assert s.run("print(x)").stdout == "1\n"
+
+
+def test_timeout_after_a_cell_that_succeeded_before_its_fork_was_reported(sb, guard):
+    # The parked state reports each spare's pid after the fork, but the spare can run its cell and
+    # succeed first (seen under load). Here the parked state holds the report back on purpose: a
+    # live thread makes it fork with os.fork(), which runs the state's after-fork hooks first. The
+    # zygote must still learn the new parked state's pid, or a later cell's kill fails its parent
+    # check and the whole session is lost instead of the cell timing out.
+    with sb.session() as s:
+        assert s.run("import os, threading, time\n"
+                     "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+                     "os.register_at_fork(after_in_parent=lambda: time.sleep(0.5))").error is None
+        assert s.run("y = 2").error is None
+        r = s.run("while True: pass", timeout=1)
+        assert r.timed_out and r.error.type == "Timeout", r.error
+        assert s.run("print(y)").stdout == "2\n"
+
+
+def test_lost_session_says_why(sb, guard):
+    with sb.session() as s:
+        # The cell succeeds, so its process becomes the parked state; then its thread ends it.
+        assert s.run("import os, threading, time\nthreading.Thread(target=lambda: (time.sleep(0.2), "
+                     "os._exit(0))).start()").error is None
+        deadline = time.monotonic() + 10
+        while not s.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = s.run("1")
+        assert r.error.type == "SessionLost" and "(its process died)" in r.error.message, r.error
+        assert s.run("print('fresh')").stdout == "fresh\n"
