@@ -114,12 +114,13 @@ class Sandbox:
                 s._mark_lost(reason if isinstance(reason, str) else None)
         elif op == "session_spare":
             s = self._sessions.get(header.get("sid"))
-            spare = spare_pool.Spare(header["spare"], fds, generation) if len(fds) == 3 else None
-            if s is None or spare is None:
+            if s is None or len(fds) != 3:
+                # Raw fds, owned by nothing else: wrapping them first would close the socket's
+                # number a second time when the wrapper is freed, maybe another thread's by then.
                 for fd in fds:
                     os.close(fd)
             else:
-                s._give_spare(spare)
+                s._give_spare(header.get("sid"), spare_pool.Spare(header["spare"], fds, generation))
         elif op == "session_exited":
             s = self._sessions.get(header.get("sid"))
             if s is not None:
@@ -236,6 +237,7 @@ class Sandbox:
             self._closed = True
             for s in list(self._sessions.values()):
                 s.closed, s.closed_reason = True, "closed with its Sandbox"
+                s._drop_spare()
             self._sessions.clear()
             if self._zygote is not None:
                 self._zygote.kill()

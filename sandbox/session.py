@@ -27,8 +27,11 @@ class Session:
         self._exits = {}
         self._sb._open_session(self)
 
-    def _give_spare(self, spare):
+    def _give_spare(self, sid, spare):
         with self._cv:
+            if self.closed or sid != self.sid:  # closed or reopened since the zygote sent it
+                spare.close()
+                return
             if self._spare is not None:
                 self._spare.close()
             self._spare = spare

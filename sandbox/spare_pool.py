@@ -29,12 +29,15 @@ class Spare:
         self.out, self.err = fds[1], fds[2]
 
     def close(self):
+        """Idempotent: a raw fd number closed twice may by then be another thread's file."""
         self.sock.close()
         for fd in (self.out, self.err):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.out = self.err = None
 
 
 class SparePool:

@@ -1,6 +1,7 @@
 """The zygote's life: start-up report, restart after a crash, concurrency, clean shutdown."""
 import os
 import signal
+import socket
 import threading
 
 import pytest
@@ -136,3 +137,43 @@ def test_without_namespaces_it_says_so_and_still_confines(host, capfd):
         assert s.run("x").stdout == "1\n"
         s.close()
         host.check(box)
+
+
+def test_a_spare_that_arrives_for_a_closed_session_is_closed_once(sb, monkeypatch):
+    # The zygote may hand a session its next spare (three fds) just after the host closed it: the
+    # reader thread then closes them. Each number must be closed once: closing it again after
+    # another thread's open() took the number closes that thread's file (an EBADF at random).
+    # Here the open() lands in the window on purpose, right after the first fd's close.
+    from oci_engine.sandbox import sandbox as sandbox_mod
+    ours, theirs = socket.socketpair()
+    fds = [ours.detach(), os.memfd_create("out"), os.memfd_create("err")]
+    other_thread_file = []
+
+    class OsWithAnOpenInTheWindow:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def close(fd):
+            os.close(fd)
+            if fd == fds[0] and not other_thread_file:
+                null = os.open(os.devnull, os.O_RDONLY)
+                if null != fd:  # another thread's open() gets the freed number
+                    os.dup2(null, fd)
+                    os.close(null)
+                other_thread_file.append(fd)
+
+    monkeypatch.setattr(sandbox_mod, "os", OsWithAnOpenInTheWindow())
+    sb._on_frame({"op": "session_spare", "sid": "s-already-closed", "spare": 0}, b"", fds,
+                 sb._generation)
+    monkeypatch.undo()
+    try:
+        assert other_thread_file == [fds[0]]
+        os.fstat(other_thread_file[0])  # still open: nobody closed that number a second time
+    finally:
+        for fd in other_thread_file:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        theirs.close()
