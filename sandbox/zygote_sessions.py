@@ -152,6 +152,8 @@ def _on_ctrl(z, s):
                     z.on_job(job)  # a result already in its channel decides first
                 if job is not None and job.pid == pid and not job.done:
                     _ended(z, s, job, header.get("status"))
+            if s.ctrl is not ctrl:
+                return  # a result it found made its cell the parked state: these frames are moot
     if not alive and s.ctrl is ctrl and ctrl is not None:
         close(z, s.sid, "session lost: its process died")
 
