@@ -124,26 +124,37 @@ static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
     const float* q0 = a.q + ((size_t)t * a.nh + (size_t)g * G) * D;
     const char* kc = (const char*)a.k_cache;
     const char* vc = (const char*)a.v_cache;
-    for (int b = 0; b < nblk; ++b) {
-        const int jn = std::min(bs, n - b * bs);
-        const size_t base = (size_t)a.block_table[b] * bs * tok + (size_t)g * D;
+    // Row by row over chunks of CHUNK keys, not block by block: the first row's pass over a chunk
+    // is the only one whose K loads miss, and a pass over many blocks keeps many misses in flight,
+    // where one block's 16 keys followed by the group's other rows left the next block's misses
+    // behind the out-of-order window. The other rows re-read the chunk's K (32 KB at d=64, fp32)
+    // from L1/L2; over a whole long context they would go to L3. Contexts of 1,500 tokens, 4
+    // sequences, 2 threads: 15.9 -> 14.5 ms per decode step; 3,000 tokens alone: 9.7 -> 8.9 ms.
+    constexpr int CHUNK = 128;
+    const int chunk_blocks = std::max(1, CHUNK / bs);
+    for (int b0 = 0; b0 < nblk; b0 += chunk_blocks) {
+        const int b1 = std::min(nblk, b0 + chunk_blocks);
         for (int r = 0; r < G; ++r) {
             const float* q = q0 + (size_t)r * D;
-            for (int j0 = 0; j0 < jn; j0 += 16) {
-                const int cnt = std::min(16, jn - j0);
-                size_t kr[16];  // element offsets of the 16 keys; past the block's end, its last key again
-                for (int jj = 0; jj < 16; ++jj) kr[jj] = base + (size_t)(j0 + std::min(jj, cnt - 1)) * tok;
-                __m512 acc[16];
-                const __m512 q_0 = _mm512_loadu_ps(q);
+            for (int b = b0; b < b1; ++b) {
+                const int jn = std::min(bs, n - b * bs);
+                const size_t base = (size_t)a.block_table[b] * bs * tok + (size_t)g * D;
+                for (int j0 = 0; j0 < jn; j0 += 16) {
+                    const int cnt = std::min(16, jn - j0);
+                    size_t kr[16];  // element offsets of the 16 keys; past the block's end, its last key again
+                    for (int jj = 0; jj < 16; ++jj) kr[jj] = base + (size_t)(j0 + std::min(jj, cnt - 1)) * tok;
+                    __m512 acc[16];
+                    const __m512 q_0 = _mm512_loadu_ps(q);
 #pragma GCC unroll 16
-                for (int jj = 0; jj < 16; ++jj) acc[jj] = _mm512_mul_ps(q_0, load16<BF>(kc, kr[jj]));
-                for (int c = 1; c < NV; ++c) {
-                    const __m512 qc = _mm512_loadu_ps(q + 16 * c);
+                    for (int jj = 0; jj < 16; ++jj) acc[jj] = _mm512_mul_ps(q_0, load16<BF>(kc, kr[jj]));
+                    for (int c = 1; c < NV; ++c) {
+                        const __m512 qc = _mm512_loadu_ps(q + 16 * c);
 #pragma GCC unroll 16
-                    for (int jj = 0; jj < 16; ++jj) acc[jj] = _mm512_fmadd_ps(qc, load16<BF>(kc, kr[jj] + 16 * c), acc[jj]);
+                        for (int jj = 0; jj < 16; ++jj) acc[jj] = _mm512_fmadd_ps(qc, load16<BF>(kc, kr[jj] + 16 * c), acc[jj]);
+                    }
+                    _mm512_mask_storeu_ps(S + r * npad + (size_t)b * bs + j0, (__mmask16)((1u << cnt) - 1),
+                                          _mm512_mul_ps(hsum16(acc), _mm512_set1_ps(a.scale)));
                 }
-                _mm512_mask_storeu_ps(S + r * npad + (size_t)b * bs + j0, (__mmask16)((1u << cnt) - 1),
-                                      _mm512_mul_ps(hsum16(acc), _mm512_set1_ps(a.scale)));
             }
         }
     }
