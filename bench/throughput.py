@@ -5,7 +5,8 @@ Aggregate generation throughput (output tokens per second over the whole batch, 
 of oci-engine's continuous batching with N concurrent requests (prefix cache off unless
 --cache-overhead adds cold-cache rows), against one request alone and
 against Hugging Face transformers' batched `generate` (fp32, left-padded, greedy) on the same
-prompts. Every request produces exactly --tokens tokens (EOS suppressed). Medians over --repeats.
+prompts. Every request produces exactly --tokens tokens (EOS suppressed). Medians over --repeats;
+"vs 1 req" is the median over repeats of each repeat's ratio to the one request timed beside it.
 
 --shared-prefix TOKENS instead times a batch of chat requests that share a system prompt of about
 TOKENS tokens (an eval or interpreter batch), arriving together on a cold cache, with the
@@ -33,26 +34,36 @@ def prompts_for(n: int) -> list[str]:
     return [PROMPTS[i % len(PROMPTS)] + ("" if i < len(PROMPTS) else f"  # variant {i}") for i in range(n)]
 
 
-def ours(model: str, backend: str, batch: int, tokens: int, repeats: int, caches=(False,)) -> list[float]:
-    """Median tok/s per entry of `caches` (prefix cache off/on). One engine serves both settings,
-    switched repeat by repeat, so a change in the machine's load hits both alike. (Two engines in
-    one process differed by up to 20% in C++ kernel time alone for identical work, either way
-    round: far more than the cache's own cost, which a profile puts under 1%.)"""
+def ours(model: str, backend: str, sizes: list[int], tokens: int, repeats: int,
+         caches=(False,)) -> dict[tuple[int, bool], tuple[float, float]]:
+    """(batch, cache on) -> (median tok/s, median ratio to one request in the same repeat).
+
+    One engine serves every batch size and cache setting, switched run by run within each repeat
+    (the order reversed every other repeat), so a change in the machine's load hits all alike: this
+    VM's speed drifts 10-40% over minutes, and two engines in one process differed by up to 20% in
+    C++ kernel time alone for identical work. The ratio to one request is taken per repeat, against
+    the single request timed next to it (prefix cache off)."""
     from oci_engine import LLM, SamplingParams
 
-    llm = LLM(model, backend=backend, max_num_seqs=max(64, batch))
+    llm = LLM(model, backend=backend, max_num_seqs=max(64, *sizes))
     sp = SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
     llm.generate(prompts_for(2), SamplingParams(temperature=0.0, max_tokens=4), use_tqdm=False)  # warm-up
-    rates: list[list[float]] = [[] for _ in caches]
-    for _ in range(repeats):
-        for cache, r in zip(caches, rates):
-            llm.engine.reset_prefix_cache()  # every repeat starts cold: a 0% hit rate
+    runs = [(b, c) for b in sorted(set(sizes) | {1}) for c in caches]
+    rates: dict[tuple[int, bool], list[float]] = {r: [] for r in runs}
+    ratios: dict[tuple[int, bool], list[float]] = {r: [] for r in runs}
+    for rep in range(repeats):
+        this = {}
+        for batch, cache in (runs if rep % 2 == 0 else runs[::-1]):
+            llm.engine.reset_prefix_cache()  # every run starts cold: a 0% hit rate
             llm.engine.kv.enable_prefix_caching = cache
             t = time.perf_counter()
             outs = llm.generate(prompts_for(batch), sp, use_tqdm=False)
             dt = time.perf_counter() - t
-            r.append(sum(len(o.token_ids) for o in outs) / dt)
-    return [statistics.median(r) for r in rates]
+            this[batch, cache] = sum(len(o.token_ids) for o in outs) / dt
+        for r in runs:
+            rates[r].append(this[r])
+            ratios[r].append(this[r] / this[1, False])
+    return {r: (statistics.median(rates[r]), statistics.median(ratios[r])) for r in runs}
 
 
 def shared_prefix(model: str, backend: str, batch: int, tokens: int, system_tokens: int, repeats: int) -> list:
@@ -135,27 +146,26 @@ def main(argv=None) -> int:
                     print(f"{name:40s} {b:8d} {total:8.2f} {med * 1000:12.0f} {worst * 1000:12.0f}")
         return 0
     sizes = [int(b) for b in args.batch.split(",")]
-    rows = []
+    rows = []  # (engine, batch, tok/s, ratio to one request or None)
     overhead = []  # (backend, batch, slowdown of cache on vs off at a 0% hit rate)
     for backend in args.backends.split(","):
+        caches = (False, True) if args.cache_overhead else (False,)
+        got = ours(args.model, backend, sizes, args.tokens, args.repeats, caches)
         for b in sizes:
-            caches = (False, True) if args.cache_overhead else (False,)
-            rates = ours(args.model, backend, b, args.tokens, args.repeats, caches)
-            rows.append((f"oci-engine ({backend})", b, rates[0]))
+            rows.append((f"oci-engine ({backend})", b, *got[b, False]))
             if args.cache_overhead:
-                rows.append((f"oci-engine ({backend}, cache on)", b, rates[1]))
-                overhead.append((backend, b, rates[0] / rates[1] - 1))
+                rows.append((f"oci-engine ({backend}, cache on)", b, *got[b, True]))
+                overhead.append((backend, b, got[b, False][0] / got[b, True][0] - 1))
     if not args.no_peer:
         for b in sizes:
             if b > 1:
-                rows.append(("transformers generate (fp32)", b, transformers_peer(args.model, b, args.tokens, 1)))
+                rows.append(("transformers generate (fp32)", b, transformers_peer(args.model, b, args.tokens, 1), None))
     print(f"model {args.model}, {args.tokens} tokens per request; {platform.machine()}, {os.cpu_count()} CPUs, "
           f"{args.threads} thread(s), torch {torch.__version__}, python {platform.python_version()}")
     print(f"{'engine':32s} {'requests':>8s} {'tok/s':>9s} {'vs 1 req':>9s} {'vs transformers':>16s}")
-    single = {name: r for name, b, r in rows if b == 1}
-    peer = {b: r for name, b, r in rows if name.startswith("transformers")}
-    for name, b, r in rows:
-        vs1 = f"x{r / single[name]:.2f}" if name in single else ""
+    peer = {b: r for name, b, r, _ in rows if name.startswith("transformers")}
+    for name, b, r, ratio in rows:
+        vs1 = f"x{ratio:.2f}" if ratio is not None else ""
         vsp = f"x{r / peer[b]:.2f}" if b in peer and not name.startswith("transformers") else ""
         print(f"{name:32s} {b:8d} {r:9.1f} {vs1:>9s} {vsp:>16s}")
     for backend, b, slow in overhead:
