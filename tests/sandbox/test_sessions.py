@@ -178,7 +178,7 @@ def test_timeout_after_a_cell_that_succeeded_before_its_fork_was_reported(sb, gu
 def test_lost_session_says_why(sb, guard):
     with sb.session() as s:
         # The cell succeeds, so its process becomes the parked state; then its thread ends it.
-        assert s.run("import os, threading, time\nthreading.Thread(target=lambda: (time.sleep(0.2), "
+        assert s.run("import os, threading, time\nthreading.Thread(target=lambda: (time.sleep(0.5), "
                      "os._exit(0))).start()").error is None
         deadline = time.monotonic() + 10
         while not s.lost and time.monotonic() < deadline:
