@@ -5,8 +5,9 @@ and output files and runs the cell on it directly; the zygote keeps the spare's 
 on which the spare says only whether its cell succeeded. That fork is the only process creation
 a session's filter lets through, and only because the zygote answers the seccomp notification:
 one grant per spare it asked for, to the parked process's main thread. A cell that succeeds
-becomes the new parked state (its predecessor retires); any other outcome leaves the parked
-state untouched and it forks a new spare.
+becomes the new parked state (its predecessor retires) once the zygote knows its pid, which
+comes from its parent's 'forked' report and may arrive after the cell's success; any other
+outcome leaves the parked state untouched and it forks a new spare.
 """
 import collections
 import os
