@@ -7,7 +7,8 @@ zygote says how the process ended), a result frame too large or malformed.
 import time
 
 from .result import CellError, Result, from_done
-from .spare_pool import partial_output, run_on, status_fields
+from .session import ADOPTED
+from .spare_pool import await_result, partial_output, run_on, status_fields
 
 KILL_GRACE_S = 5.0  # how long the zygote gets to confirm a kill before it is presumed hung
 
@@ -36,6 +37,14 @@ def session_cell(sb, session, code, timeout):
             except OSError:
                 pass
         status = session._wait_exit(spare.id, alive, KILL_GRACE_S)
+        if status == ADOPTED:
+            # The zygote took its success before our kill: the state has its effects, so the
+            # user gets its result (the cell wrote it here before it told the zygote).
+            verdict, header, body = await_result(spare, time.monotonic() + KILL_GRACE_S)
+            if verdict == "result":
+                return from_done({"ok": header.get("ok")}, body, False, time.perf_counter() - t0,
+                                 timeout)
+            status = None
         if status is False and (session.lost or not z.alive):
             return _lost(session, "the sandbox helper died", duration)
         header = dict(header or {}, partial=True, **status_fields(status))

@@ -15,7 +15,7 @@ from oci_engine.errors import SandboxError, TooManySessionsError
 
 from . import cell_runs, spare_pool, template_choice
 from .policy import Policy
-from .session import Session
+from .session import ADOPTED, Session
 from .zygote_client import ZygoteProcess
 
 log = logging.getLogger("oci_engine.sandbox")
@@ -124,7 +124,8 @@ class Sandbox:
         elif op == "session_exited":
             s = self._sessions.get(header.get("sid"))
             if s is not None:
-                s._exited(header["spare"], header.get("status"))
+                s._exited(header["spare"], ADOPTED if header.get("adopted") is True
+                          else header.get("status"))
 
     def _on_death(self, zygote):
         for s in list(self._sessions.values()):

@@ -10,6 +10,11 @@ from oci_engine.errors import SessionClosedError
 from .result import CellError, Result
 
 
+# The exit "status" of a cell the zygote kept as the state after all: it finished past its
+# deadline, but before the host's kill came.
+ADOPTED = "adopted"
+
+
 class Session:
     def __init__(self, sandbox):
         self._sb = sandbox

@@ -21,12 +21,13 @@ LEAN_WAIT_S = 0.05
 
 
 class Spare:
-    __slots__ = ("id", "sock", "out", "err", "generation", "kind")
+    __slots__ = ("id", "sock", "out", "err", "generation", "kind", "reader")
 
     def __init__(self, spare_id, fds, generation, kind="full"):
         self.id, self.generation, self.kind = spare_id, generation, kind
         self.sock = socket.socket(fileno=fds[0])
         self.out, self.err = fds[1], fds[2]
+        self.reader = None  # its result channel's reader, once a cell was sent
 
     def close(self):
         """Idempotent: a raw fd number closed twice may by then be another thread's file."""
@@ -119,8 +120,15 @@ def run_on(spare, code, timeout, max_frame):
         spare.sock.sendall(protocol.encode_cell(code.encode("utf-8", "surrogatepass"), timeout))
     except OSError:
         return "eof", None, b""
-    reader = protocol.FrameReader(spare.sock, max_frame)
+    spare.reader = protocol.FrameReader(spare.sock, max_frame)
     spare.sock.setblocking(False)
+    return await_result(spare, deadline)
+
+
+def await_result(spare, deadline):
+    """Read the result of the cell sent by run_on() until `deadline` (time.monotonic()); the same
+    verdicts. Called again after a 'timeout', it goes on from what was already read."""
+    reader = spare.reader
     while True:
         try:
             for header, body, fds in reader.frames():
@@ -141,7 +149,7 @@ def run_on(spare, code, timeout, max_frame):
         except protocol.BadFrame:
             return "bad", {"reason": "the cell wrote garbage on its result channel"}, b""
         except protocol.FrameTooLarge:
-            return "bad", {"reason": f"the cell's output exceeded {max_frame} bytes"}, b""
+            return "bad", {"reason": f"the cell's output exceeded {reader.max_frame} bytes"}, b""
 
 
 def partial_output(spare, limits):

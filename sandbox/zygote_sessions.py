@@ -24,13 +24,14 @@ SESSION_CPU_S = 24 * 3600  # the parked state's own budget; each cell sets its o
 
 class Session:
     __slots__ = ("sid", "pgid", "parked", "ctrl", "reader", "listener", "workdir", "job",
-                 "grants", "spare", "forking")
+                 "grants", "spare", "forking", "adopted")
 
     def __init__(self, sid):
         self.sid, self.pgid, self.parked, self.ctrl, self.reader = sid, None, None, None, None
         self.listener, self.workdir, self.job, self.grants = None, None, None, 0
         self.spare = None  # handed to the host, cell not started
         self.forking = collections.deque()  # spares asked for, in order, whose pid is not known yet
+        self.adopted = None  # id of the spare whose cell became the parked state last
 
 
 def create(z, sid):
@@ -209,7 +210,7 @@ def _settle(z, job):
                 pass
             _drop_ctrl(z, s)
         s.forking.clear()  # reports still owed by the retired process will never come
-        s.parked = job.pid
+        s.parked, s.adopted = job.pid, job.id
         chan = job.chan
         z.sel.unregister(chan)
         job.chan = None
@@ -229,6 +230,12 @@ def kill(z, sid, spare_id):
     if s is None:
         return
     job = next((j for j in (s.job, s.spare) if j is not None and j.id == spare_id), None)
+    if job is None and spare_id == s.adopted:
+        # Its success came in first (it finished just past the host's deadline) and it is the
+        # state now: the host is to take its result, which is in its channel, not a timeout.
+        z.reply({"op": "session_exited", "sid": sid, "spare": spare_id, "status": None,
+                 "adopted": True})
+        return
     if job is None or job.done:
         return
     # Also marks it: a success it reported before the signal landed must not become the state.

@@ -186,3 +186,26 @@ def test_lost_session_says_why(sb, guard):
         r = s.run("1")
         assert r.error.type == "SessionLost" and "(its process died)" in r.error.message, r.error
         assert s.run("print('fresh')").stdout == "fresh\n"
+
+
+def test_cell_kept_as_the_state_just_past_its_deadline_returns_its_result(sb, guard, monkeypatch):
+    # A cell that succeeds just past its deadline can become the session's state before the
+    # host's kill reaches the zygote (which reads it first is a race). The user must then see the
+    # result the state now holds, not a Timeout for a cell whose effects stayed. The host's kill
+    # is held back here so the zygote takes the success first on purpose.
+    zygote = sb._zygote
+    send = zygote.send
+
+    def late_kill(header, body=b""):
+        if header.get("op") == "session_kill":
+            time.sleep(0.6)
+        send(header, body)
+
+    with sb.session() as s:
+        s.run("x = 1")
+        monkeypatch.setattr(zygote, "send", late_kill)
+        r = s.run("import time\ntime.sleep(1.2)\nx = 2\nprint('finished')", timeout=1)
+        monkeypatch.undo()
+        assert not r.timed_out and r.error is None and r.stdout == "finished\n", r
+        assert r.duration_s < 4
+        assert s.run("print(x)").stdout == "2\n"
