@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_items.h"
 #include "kernel_table.h"
 
 namespace py = pybind11;
@@ -98,15 +99,12 @@ class DecoderStack {
         std::vector<block_q8a> A(bf16 ? 0 : (size_t)T * (maxK / QK + 1)), A2(bf16 ? 0 : (size_t)T * (I / QK + 1));
         std::vector<uint16_t> XB(bf16 ? (size_t)T * maxK : 0), XB2(bf16 ? (size_t)T * I : 0);
 
-        struct Item { int seq, t0, t1, pos0, g; };
-        std::vector<Item> items;
-        constexpr int TILE = 64;  // as in dispatch.cpp's attention
-        for (size_t i = 0; i < seq_lens.size(); ++i) {
-            const int q0 = q_starts[i], q1 = q_starts[i + 1], first_pos = seq_lens[i] - (q1 - q0);
-            for (int t0 = q0; t0 < q1; t0 += TILE)
-                for (int g = 0; g < nkv; ++g) items.push_back({(int)i, t0, std::min(q1, t0 + TILE), first_pos + (t0 - q0), g});
-        }
-        const int n_items = (int)items.size();
+        std::vector<AttnItem> items;  // cut as in dispatch.cpp's attention
+        std::vector<AttnMerge> merges;
+        const std::vector<int> q_ends(q_starts.begin() + 1, q_starts.end());
+        const int n_slots = build_attention_items(q_starts, q_ends, seq_lens, nkv, block_size, items, merges);
+        const int n_items = (int)items.size(), n_merges = (int)merges.size(), G = nh / nkv;
+        std::vector<float> parts((size_t)n_slots * G * (d + 2));
         const float* emb = reinterpret_cast<const float*>(h);
         float* y_out = reinterpret_cast<float*>(out);
         const int32_t* bt = reinterpret_cast<const int32_t*>(block_tables);
@@ -146,6 +144,13 @@ class DecoderStack {
             // attention items convert their own slice of the o-projection's input where the slice is
             // whole int8 blocks (always for bf16)
             const bool slice_prep = bf16 || gd % QK == 0;
+            auto prep_slice = [&](int tok0, int tok1, int g) {
+                for (int tok = tok0; tok < tok1; ++tok) {
+                    const size_t off = (size_t)tok * Ko + (size_t)g * gd;
+                    if (bf16) bf16_kernels().to_bf16(att.data() + off, XB.data() + off, gd);
+                    else t.quantize_q8a(att.data() + off, gd, A.data() + off / QK);
+                }
+            };
 
             for (int li = 0; li < L; ++li) {
                 const Layer& ly = layers_[li];
@@ -184,15 +189,19 @@ class DecoderStack {
                                     nh, nkv, d, scale_, att.data()};
 #pragma omp for schedule(dynamic, 1)
                 for (int i = 0; i < n_items; ++i) {
-                    const Item& it = items[i];
+                    const AttnItem& it = items[i];
                     AttnArgs a = base;
                     a.block_table = bt + it.seq * bt_stride;
+                    a.kb0 = it.kb0, a.kb1 = it.kb1;
+                    if (it.part >= 0) a.part = parts.data() + (size_t)it.part * G * (d + 2);
                     t.attention(a, it.t0, it.t1, it.pos0, it.g);
-                    if (!slice_prep) continue;
-                    for (int tok = it.t0; tok < it.t1; ++tok) {
-                        const size_t off = (size_t)tok * Ko + (size_t)it.g * gd;
-                        if (bf16) bf16_kernels().to_bf16(att.data() + off, XB.data() + off, gd);
-                        else t.quantize_q8a(att.data() + off, gd, A.data() + off / QK);
+                    if (slice_prep && it.part < 0) prep_slice(it.t0, it.t1, it.g);
+                }
+                if (n_merges) {  // the parts of long contexts, all written once the loop's barrier is passed
+#pragma omp for schedule(dynamic, 1)
+                    for (int i = 0; i < n_merges; ++i) {
+                        merge_attention_parts(merges[i], parts.data(), G, d, nh, att.data());
+                        if (slice_prep) prep_slice(merges[i].t, merges[i].t + 1, merges[i].g);
                     }
                 }
                 if (!slice_prep) {

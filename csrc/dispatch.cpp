@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_items.h"
 #include "kernel_table.h"
 
 namespace py = pybind11;
@@ -222,24 +223,27 @@ void attention(uintptr_t q, uintptr_t kc, uintptr_t vc, bool bf16_cache, uintptr
     const KernelTable& t = T();
     AttnArgs base{ptr<const float>(q), ptr<const void>(kc), ptr<const void>(vc), bf16_cache, nullptr, block_size,
                   nh, nkv, d, scale, ptr<float>(out)};
-    struct Item { int seq, t0, t1, pos0, g; };
-    std::vector<Item> items;
-    constexpr int TILE = 64;  // query tokens sharing one pass over the K/V blocks
+    std::vector<AttnItem> items;
+    std::vector<AttnMerge> merges;
+    const int slots = build_attention_items(q_starts, q_ends, seq_lens, nkv, block_size, items, merges);
     double work = 0;
-    for (size_t i = 0; i < seq_lens.size(); ++i) {
-        const int q0 = q_starts[i], q1 = q_ends[i], first_pos = seq_lens[i] - (q1 - q0);
-        for (int t0 = q0; t0 < q1; t0 += TILE)
-            for (int g = 0; g < nkv; ++g) items.push_back({(int)i, t0, std::min(q1, t0 + TILE), first_pos + (t0 - q0), g});
-        work += (double)(q1 - q0) * seq_lens[i] * nh * d;
-    }
+    for (size_t i = 0; i < seq_lens.size(); ++i) work += (double)(q_ends[i] - q_starts[i]) * seq_lens[i] * nh * d;
+    const int G = nh / nkv;
+    std::vector<float> parts((size_t)slots * G * (d + 2));
     const int32_t* bt = ptr<const int32_t>(block_tables);
-    const int n = (int)items.size();
-#pragma omp parallel for num_threads(threads_for(work, 1 << 14)) schedule(dynamic, 1)
+    const int n = (int)items.size(), nt = threads_for(work, 1 << 14);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int i = 0; i < n; ++i) {
+        const AttnItem& it = items[i];
         AttnArgs a = base;
-        a.block_table = bt + items[i].seq * bt_stride;
-        t.attention(a, items[i].t0, items[i].t1, items[i].pos0, items[i].g);
+        a.block_table = bt + it.seq * bt_stride;
+        a.kb0 = it.kb0, a.kb1 = it.kb1;
+        if (it.part >= 0) a.part = parts.data() + (size_t)it.part * G * (d + 2);
+        t.attention(a, it.t0, it.t1, it.pos0, it.g);
     }
+    const int nm = (int)merges.size();
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nm > 1)
+    for (int i = 0; i < nm; ++i) merge_attention_parts(merges[i], parts.data(), G, d, nh, ptr<float>(out));
 }
 
 }  // namespace

@@ -26,6 +26,11 @@ struct AttnArgs {
     int block_size, nh, nkv, d;
     float scale;
     float* out;                // [T, nh, d]
+    // A decode token's part of its context (attention_items.h): blocks [kb0, kb1) (kb1 = 0: all),
+    // and where part != nullptr, per query row of the group its max score, softmax denominator and
+    // unnormalised output (d + 2 floats) there instead of the normalised output in out.
+    int kb0 = 0, kb1 = 0;
+    float* part = nullptr;
 };
 // Attention of query tokens [t0, t1) (flat indices into q/out, positions pos0.. consecutive) on kv
 // head g over keys 0..pos of each token (causal), reading K/V through the block table.

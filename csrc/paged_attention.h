@@ -57,7 +57,8 @@ static void attention_decode(const AttnArgs& a, int t, int pos, int g) {
     float* l = mx + group;
     for (int r = 0; r < group; ++r) mx[r] = -std::numeric_limits<float>::infinity(), l[r] = 0.0f;
     std::fill(acc, acc + (size_t)group * d, 0.0f);
-    for (int b = 0; b <= pos / bs; ++b) {
+    const int b_hi = a.kb1 > 0 ? std::min(a.kb1, pos / bs + 1) : pos / bs + 1;
+    for (int b = a.kb0; b < b_hi; ++b) {
         const int jn = std::min(bs, pos + 1 - b * bs);
         const size_t base = ((size_t)a.block_table[b] * bs) * tok_stride + (size_t)g * d;
         const float* K;
@@ -90,6 +91,12 @@ static void attention_decode(const AttnArgs& a, int t, int pos, int g) {
         }
     }
     for (int r = 0; r < group; ++r) {
+        if (a.part) {
+            float* pr = a.part + (size_t)r * (d + 2);
+            pr[0] = mx[r], pr[1] = l[r];
+            std::copy(acc + (size_t)r * d, acc + (size_t)(r + 1) * d, pr + 2);
+            continue;
+        }
         float* o = a.out + ((size_t)t * a.nh + g * group + r) * d;
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
         for (int i = 0; i < d; ++i) o[i] = acc[(size_t)r * d + i] * inv;
@@ -115,12 +122,16 @@ static inline __m512 load16(const void* base, size_t i) {
 template <int NV, bool BF>
 static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
     constexpr int D = 16 * NV, RC = NV >= 4 ? 16 / NV : 4;  // PV: RC rows x NV accumulators at a time
-    const int G = a.nh / a.nkv, bs = a.block_size, n = pos + 1, nblk = pos / bs + 1;
+    // keys [k0, end) of the context: blocks [kb0, kb1) of it (all by default); S[r][k - k0]
+    const int G = a.nh / a.nkv, bs = a.block_size, bb = a.kb0;
+    const int be = a.kb1 > 0 ? std::min(a.kb1, pos / bs + 1) : pos / bs + 1;
+    const int k0 = bb * bs, end = std::min(pos + 1, be * bs), n = end - k0;
     const size_t npad = (size_t)(n + 15) / 16 * 16 + 16, tok = (size_t)a.nkv * D;
     static thread_local std::vector<float> buf;
     if (buf.size() < (size_t)G * npad + 2 * G) buf.resize((size_t)G * npad + 2 * G);
     float* S = buf.data();
     float* l = S + (size_t)G * npad;
+    float* mrow = l + G;
     const float* q0 = a.q + ((size_t)t * a.nh + (size_t)g * G) * D;
     const char* kc = (const char*)a.k_cache;
     const char* vc = (const char*)a.v_cache;
@@ -135,12 +146,12 @@ static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
     // would leave the caches before PV reads them (3,000 tokens: 10% slower).
     constexpr int CHUNK = 128, V_EARLY = 256;
     const int chunk_blocks = std::max(1, CHUNK / bs);
-    for (int b0 = 0; b0 < nblk; b0 += chunk_blocks) {
-        const int b1 = std::min(nblk, b0 + chunk_blocks);
+    for (int b0 = bb; b0 < be; b0 += chunk_blocks) {
+        const int b1 = std::min(be, b0 + chunk_blocks);
         for (int r = 0; r < G; ++r) {
             const float* q = q0 + (size_t)r * D;
             for (int b = b0; b < b1; ++b) {
-                const int jn = std::min(bs, n - b * bs);
+                const int jn = std::min(bs, end - b * bs);
                 const size_t base = (size_t)a.block_table[b] * bs * tok + (size_t)g * D;
                 for (int j0 = 0; j0 < jn; j0 += 16) {
                     const int cnt = std::min(16, jn - j0);
@@ -159,7 +170,7 @@ static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
 #pragma GCC unroll 16
                         for (int jj = 0; jj < 16; ++jj) acc[jj] = _mm512_fmadd_ps(qc, load16<BF>(kc, kr[jj] + 16 * c), acc[jj]);
                     }
-                    _mm512_mask_storeu_ps(S + r * npad + (size_t)b * bs + j0, (__mmask16)((1u << cnt) - 1),
+                    _mm512_mask_storeu_ps(S + r * npad + (size_t)(b - bb) * bs + j0, (__mmask16)((1u << cnt) - 1),
                                           _mm512_mul_ps(hsum16(acc), _mm512_set1_ps(a.scale)));
                 }
             }
@@ -172,7 +183,8 @@ static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
         for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(s + i));
         const __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
         if (tail) mv = _mm512_mask_max_ps(mv, tail, mv, _mm512_maskz_loadu_ps(tail, s + i));
-        const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+        mrow[r] = _mm512_reduce_max_ps(mv);
+        const __m512 m = _mm512_set1_ps(mrow[r]);
         __m512 sum = _mm512_setzero_ps();
         for (i = 0; i + 16 <= n; i += 16) {
             const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + i), m));
@@ -191,13 +203,13 @@ static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
         __m512 o[RC][NV];
         for (int rr = 0; rr < RC; ++rr)
             for (int c = 0; c < NV; ++c) o[rr][c] = _mm512_setzero_ps();
-        for (int b = 0; b < nblk; ++b) {
-            const int jn = std::min(bs, n - b * bs);
+        for (int b = bb; b < be; ++b) {
+            const int jn = std::min(bs, end - b * bs);
             const size_t base = (size_t)a.block_table[b] * bs * tok + (size_t)g * D;
             for (int j = 0; j < jn; ++j) {
                 __m512 v[NV];
                 for (int c = 0; c < NV; ++c) v[c] = load16<BF>(vc, base + j * tok + 16 * c);
-                const float* p = S + (size_t)r0 * npad + (size_t)b * bs + j;
+                const float* p = S + (size_t)r0 * npad + (size_t)(b - bb) * bs + j;
                 for (int rr = 0; rr < RC; ++rr) {
                     if (rr >= rn) break;
                     const __m512 pv = _mm512_set1_ps(p[rr * npad]);
@@ -206,6 +218,12 @@ static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
             }
         }
         for (int rr = 0; rr < rn; ++rr) {
+            if (a.part) {
+                float* pr = a.part + (size_t)(r0 + rr) * (D + 2);
+                pr[0] = mrow[r0 + rr], pr[1] = l[r0 + rr];
+                for (int c = 0; c < NV; ++c) _mm512_storeu_ps(pr + 2 + 16 * c, o[rr][c]);
+                continue;
+            }
             float* out = a.out + ((size_t)t * a.nh + (size_t)g * G + r0 + rr) * D;
             const float lr = l[r0 + rr];
             const __m512 inv = _mm512_set1_ps(lr > 0.0f ? 1.0f / lr : 0.0f);

@@ -1,7 +1,8 @@
 """Decode attention (one query token per sequence) of the `cpu` backend against the torch reference,
 on every ISA path: head sizes the AVX-512 kernel takes (16, 32, 64, 128) and one it leaves to the
 portable kernel (24), GQA groups of 1-8, block sizes below, at and above 16 keys, contexts that end
-inside a 16-key group, and both KV cache dtypes. Slots no sequence owns hold NaN, so a read past a
+inside a 16-key group, contexts long enough to be cut into parts (csrc/attention_items.h), and
+both KV cache dtypes. Slots no sequence owns hold NaN, so a read past a
 context shows in the output."""
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ CASES = [
     ([63, 64, 200], 8, 2, 128, 16),         # head_dim 128, group of 4 (two PV row chunks of 2)
     ([12, 50], 6, 2, 24, 16),               # head_dim 24: the portable kernel everywhere
     ([1000], 9, 3, 64, 16),                 # a long context: scores buffer grows
+    ([1100, 40], 9, 3, 64, 16),             # over 1024 keys: attended in two parts, then merged
+    ([2100], 6, 2, 24, 8),                  # three parts, the portable kernel
 ]
 
 

@@ -76,9 +76,9 @@ def _tensors(bias: bool) -> dict:
 class Runner:
     """Paged cache with blocks handed out in shuffled order; step() -> final hidden states."""
 
-    def __init__(self, model, kv_dtype):
-        self.model, self.kv = model, allocate_kv_cache(CONFIG, 48, BLOCK, kv_dtype)
-        self.free = list(range(48))
+    def __init__(self, model, kv_dtype, num_blocks=48):
+        self.model, self.kv = model, allocate_kv_cache(CONFIG, num_blocks, BLOCK, kv_dtype)
+        self.free = list(range(num_blocks))
         random.Random(0).shuffle(self.free)
         self.blocks: dict[int, list[int]] = {}
         self.lens: dict[int, int] = {}
@@ -134,6 +134,36 @@ def test_fused_stack_equals_per_op_path_and_tracks_torch(isa, kv_dtype, bias):
             assert err < 1e-2, f"{isa}: relative error {err:.2e} vs torch"
         for (k1, v1), (k2, v2) in zip(a.kv, b.kv):  # the K/V the stack wrote are the per-op path's
             assert torch.equal(k1, k2) and torch.equal(v1, v2)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kv_dtype", [torch.float32, torch.bfloat16])
+def test_long_decode_contexts_cut_into_parts(isa, kv_dtype):
+    """A decode token with more than 1024 keys of context is attended in parts that are merged
+    afterwards (csrc/attention_items.h): the stack and the per-op path cut and merge alike, the
+    result tracks torch, and a sequence gets the same output batched or alone."""
+    config = dataclasses.replace(CONFIG, max_position_embeddings=2048)
+    tensors = _tensors(False)
+    rng = random.Random(7)
+    tok = lambda n: [rng.randrange(CONFIG.vocab_size) for _ in range(n)]  # noqa: E731
+    long_a, long_b, short = tok(600), tok(530), tok(6)  # 1,130 keys: two parts, the second partly filled
+    with forced_isa(isa):
+        cpu = build_model(config, tensors, backend="cpu")
+        ref = build_model(config, tensors, backend="torch")
+        runners = [Runner(m, kv_dtype, num_blocks=400) for m in (cpu, cpu, ref, cpu)]
+        for rn in runners[:3]:
+            rn.step([(0, long_a)], False), rn.step([(0, long_b), (1, short)], False)
+        alone = runners[3]
+        alone.step([(0, long_a)], False), alone.step([(0, long_b)], False)
+        for _ in range(3):
+            t0, t1 = tok(1), tok(1)
+            got = runners[0].step([(0, t0), (1, t1)], True)
+            per_op = runners[1].step([(0, t0), (1, t1)], False)
+            want = runners[2].step([(0, t0), (1, t1)], False)
+            assert torch.equal(got, per_op), f"{isa}: fused stack differs from the per-op cpu path"
+            err = (got - want).norm() / want.norm()
+            assert err < 1e-2, f"{isa}: relative error {err:.2e} vs torch"
+            assert torch.equal(alone.step([(0, t0)], True)[0], got[0]), "batched and alone differ"
 
 
 @pytest.mark.parametrize("isa", ISAS)
