@@ -26,8 +26,11 @@ struct AttnMerge { int t, g, first_part, n_parts; };
 constexpr int ATTN_TILE = 64;         // query tokens sharing one pass over the K/V blocks
 constexpr int ATTN_PART_KEYS = 1024;  // keys per part of a long decode context
 
+// Floats in one part slot: per query row of the group its max score, softmax sum and d outputs.
+inline size_t attn_part_floats(int G, int d) { return (size_t)G * (d + 2); }
+
 // q0s[i], q1s[i]: sequence i's query rows; lens[i]: its length with them. Returns the number of
-// part slots (each G x (d + 2) floats: max, sum, d outputs per query row of the group).
+// part slots (attn_part_floats each).
 inline int build_attention_items(const std::vector<int>& q0s, const std::vector<int>& q1s,
                                  const std::vector<int>& lens, int nkv, int block_size,
                                  std::vector<AttnItem>& items, std::vector<AttnMerge>& merges) {
@@ -58,7 +61,7 @@ inline int build_attention_items(const std::vector<int>& q0s, const std::vector<
 // Combines a token's parts on KV head g into out [T, nh, d]: each part's output is weighed by
 // exp(its max - the overall max), as is its denominator.
 inline void merge_attention_parts(const AttnMerge& m, const float* parts, int G, int d, int nh, float* out) {
-    const size_t stride = (size_t)G * (d + 2);
+    const size_t stride = attn_part_floats(G, d);
     for (int r = 0; r < G; ++r) {
         float mx = -INFINITY;
         for (int p = 0; p < m.n_parts; ++p) mx = std::max(mx, parts[(m.first_part + p) * stride + (size_t)r * (d + 2)]);

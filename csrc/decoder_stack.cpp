@@ -104,7 +104,7 @@ class DecoderStack {
         const std::vector<int> q_ends(q_starts.begin() + 1, q_starts.end());
         const int n_slots = build_attention_items(q_starts, q_ends, seq_lens, nkv, block_size, items, merges);
         const int n_items = (int)items.size(), n_merges = (int)merges.size(), G = nh / nkv;
-        std::vector<float> parts((size_t)n_slots * G * (d + 2));
+        std::vector<float> parts(n_slots * attn_part_floats(G, d));
         const float* emb = reinterpret_cast<const float*>(h);
         float* y_out = reinterpret_cast<float*>(out);
         const int32_t* bt = reinterpret_cast<const int32_t*>(block_tables);
@@ -193,7 +193,7 @@ class DecoderStack {
                     AttnArgs a = base;
                     a.block_table = bt + it.seq * bt_stride;
                     a.kb0 = it.kb0, a.kb1 = it.kb1;
-                    if (it.part >= 0) a.part = parts.data() + (size_t)it.part * G * (d + 2);
+                    if (it.part >= 0) a.part = parts.data() + it.part * attn_part_floats(G, d);
                     t.attention(a, it.t0, it.t1, it.pos0, it.g);
                     if (slice_prep && it.part < 0) prep_slice(it.t0, it.t1, it.g);
                 }

@@ -229,7 +229,7 @@ void attention(uintptr_t q, uintptr_t kc, uintptr_t vc, bool bf16_cache, uintptr
     double work = 0;
     for (size_t i = 0; i < seq_lens.size(); ++i) work += (double)(q_ends[i] - q_starts[i]) * seq_lens[i] * nh * d;
     const int G = nh / nkv;
-    std::vector<float> parts((size_t)slots * G * (d + 2));
+    std::vector<float> parts(slots * attn_part_floats(G, d));
     const int32_t* bt = ptr<const int32_t>(block_tables);
     const int n = (int)items.size(), nt = threads_for(work, 1 << 14);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
@@ -238,7 +238,7 @@ void attention(uintptr_t q, uintptr_t kc, uintptr_t vc, bool bf16_cache, uintptr
         AttnArgs a = base;
         a.block_table = bt + it.seq * bt_stride;
         a.kb0 = it.kb0, a.kb1 = it.kb1;
-        if (it.part >= 0) a.part = parts.data() + (size_t)it.part * G * (d + 2);
+        if (it.part >= 0) a.part = parts.data() + it.part * attn_part_floats(G, d);
         t.attention(a, it.t0, it.t1, it.pos0, it.g);
     }
     const int nm = (int)merges.size();

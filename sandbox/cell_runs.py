@@ -57,7 +57,7 @@ def session_cell(sb, session, code, timeout):
 def _lost(session, default_reason, duration_s=None):
     """SessionLost, saying why the zygote gave the state up (its own words, where it said)."""
     session.lost = True
-    why = (session.lost_reason or default_reason).removeprefix("session lost: ")
+    why = session.lost_reason or default_reason
     return Result(error=CellError("SessionLost", f"the session's state is gone ({why}); the next "
                                   "run starts a fresh session"), duration_s=duration_s)
 

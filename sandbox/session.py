@@ -22,7 +22,7 @@ class Session:
         self.sid = None
         self.generation = None  # the zygote incarnation holding our state
         self.lost = False
-        self.lost_reason = None  # why the zygote gave up on the state, as it said
+        self.lost_reason = None  # why the zygote gave up on the state, as it said (its "session lost: " off)
         self.closed = False
         self.last_used = time.monotonic()
         self.closed_reason = None
@@ -52,7 +52,7 @@ class Session:
     def _mark_lost(self, reason=None):
         with self._cv:
             self.lost = True
-            self.lost_reason = reason or self.lost_reason
+            self.lost_reason = reason.removeprefix("session lost: ") if reason else self.lost_reason
             self._cv.notify_all()
 
     def _take_spare(self, alive, wait_s=60.0):
@@ -87,10 +87,10 @@ class Session:
                     "start a new one with sandbox.session()")
             self.last_used = time.monotonic()
             if self.lost or self.generation != self._sb._generation:
-                why = (self.lost_reason or "its process or the sandbox helper died")
+                why = self.lost_reason or "its process or the sandbox helper died"
                 self._sb._reopen_session(self)
                 return Result(error=CellError(
-                    "SessionLost", f"the session's state was lost ({why.removeprefix('session lost: ')}) "
+                    "SessionLost", f"the session's state was lost ({why}) "
                     "and it restarted empty; this cell was not run: re-run the definitions it "
                     "needs, then this cell"))
             try:
