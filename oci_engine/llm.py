@@ -18,12 +18,13 @@ class LLM:
     def __init__(self, model: str = DEFAULT_MODEL, backend: str | None = None, dtype=None,
                  kv_cache_memory: float | None = None, block_size: int = 16, enable_prefix_caching: bool = True,
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048, max_model_len: int | None = None,
-                 seed: int | None = None, device: str | None = None, enforce_eager: bool = False):
+                 seed: int | None = None, device: str | None = None, enforce_eager: bool = False,
+                 kv_cache_dtype="auto"):
         self.engine = create_engine(EngineArgs(
             model=model, backend=backend, dtype=dtype, kv_cache_memory=kv_cache_memory, block_size=block_size,
             enable_prefix_caching=enable_prefix_caching, max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len, seed=seed, device=device,
-            enforce_eager=enforce_eager))
+            enforce_eager=enforce_eager, kv_cache_dtype=kv_cache_dtype))
         self.tokenizer = self.engine.tokenizer
         self._lock = threading.Lock()  # one caller drives the engine at a time
 

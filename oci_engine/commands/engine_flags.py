@@ -11,6 +11,9 @@ def add_engine_arguments(p) -> None:
                    help="compute backend (default: triton with CUDA, else cpu when built, else torch)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: fp32 on CPU, bf16 on GPU)")
     p.add_argument("--kv-cache-memory", type=float, default=None, metavar="GIB", help="KV cache pool size in GiB")
+    p.add_argument("--kv-cache-dtype", default="auto",
+                   help="auto | float32 | bfloat16: K/V element type (auto: bfloat16 on the cpu backend, "
+                        "else the model's dtype)")
     p.add_argument("--max-model-len", type=int, default=None, help="cap the context length")
     p.add_argument("--no-prefix-caching", action="store_true", help="turn automatic prefix caching off")
     p.add_argument("--enforce-eager", action="store_true",
@@ -19,5 +22,6 @@ def add_engine_arguments(p) -> None:
 
 def engine_kwargs(args) -> dict:
     return dict(backend=args.backend, dtype=args.dtype, kv_cache_memory=args.kv_cache_memory,
+                kv_cache_dtype=args.kv_cache_dtype,
                 max_model_len=args.max_model_len, enable_prefix_caching=not args.no_prefix_caching,
                 enforce_eager=args.enforce_eager)

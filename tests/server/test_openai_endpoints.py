@@ -163,6 +163,10 @@ def test_concurrent_requests_equal_each_run_alone(server, client, monkeypatch):
         assert r.status_code == 200, r.text
         return r.json()["choices"][0]["message"]["content"]
 
+    # Once first, so that the runs compared below find the same prompt blocks in the prefix cache:
+    # a prompt computed whole and one resumed after its cached blocks take different attention
+    # paths (bf16 prefill attention vs the decode kernel over the cache), another near-tie flip.
+    [ask(p) for p in prompts]
     alone = [ask(p) for p in prompts]
     with ThreadPoolExecutor(len(prompts)) as pool:
         together = list(pool.map(ask, prompts))
