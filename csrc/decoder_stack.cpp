@@ -109,6 +109,7 @@ class DecoderStack {
         float* y_out = reinterpret_cast<float*>(out);
         const int32_t* bt = reinterpret_cast<const int32_t*>(block_tables);
         const GemmFn fns[5] = {t.gemm_q4_0, t.gemm_q4_1, t.gemm_q8_0, t.gemm_q4_K, t.gemm_q6_K};
+        const AttnFn attend = attention_kernel(t, cache_bf16);
         const size_t kv_row = (size_t)nkv * d;
 
 #pragma omp parallel num_threads(omp_get_max_threads())
@@ -194,7 +195,7 @@ class DecoderStack {
                     a.block_table = bt + it.seq * bt_stride;
                     a.kb0 = it.kb0, a.kb1 = it.kb1;
                     if (it.part >= 0) a.part = parts.data() + it.part * attn_part_floats(G, d);
-                    t.attention(a, it.t0, it.t1, it.pos0, it.g);
+                    attend(a, it.t0, it.t1, it.pos0, it.g);
                     if (slice_prep && it.part < 0) prep_slice(it.t0, it.t1, it.g);
                 }
                 if (n_merges) {  // the parts of long contexts, all written once the loop's barrier is passed

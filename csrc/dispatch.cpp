@@ -232,6 +232,7 @@ void attention(uintptr_t q, uintptr_t kc, uintptr_t vc, bool bf16_cache, uintptr
     std::vector<float> parts(slots * attn_part_floats(G, d));
     const int32_t* bt = ptr<const int32_t>(block_tables);
     const int n = (int)items.size(), nt = threads_for(work, 1 << 14);
+    const AttnFn attend = attention_kernel(t, bf16_cache);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int i = 0; i < n; ++i) {
         const AttnItem& it = items[i];
@@ -239,7 +240,7 @@ void attention(uintptr_t q, uintptr_t kc, uintptr_t vc, bool bf16_cache, uintptr
         a.block_table = bt + it.seq * bt_stride;
         a.kb0 = it.kb0, a.kb1 = it.kb1;
         if (it.part >= 0) a.part = parts.data() + it.part * attn_part_floats(G, d);
-        t.attention(a, it.t0, it.t1, it.pos0, it.g);
+        attend(a, it.t0, it.t1, it.pos0, it.g);
     }
     const int nm = (int)merges.size();
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nm > 1)
@@ -250,6 +251,9 @@ void attention(uintptr_t q, uintptr_t kc, uintptr_t vc, bool bf16_cache, uintptr
 
 const KernelTable& active_table() { return T(); }
 bool bf16_gemm_active() { return &T() == &table_avx512() && has_bf16_gemm(); }
+AttnFn attention_kernel(const KernelTable& t, bool cache_bf16) {
+    return cache_bf16 && &t == &table_avx512() && has_bf16_gemm() ? bf16_kernels().attention : t.attention;
+}
 int bf16_min_rows() { return g_bf16_min_rows; }
 
 void register_kernels(py::module_& m) {

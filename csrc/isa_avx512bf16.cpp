@@ -19,7 +19,9 @@
 namespace oci {
 namespace avx512bf16 {
 #define OCI_AVX512 1
+#define OCI_BF16_DOT 1
 #include "portable_kernels.h"
+#include "paged_attention.h"
 
 static void to_bf16(const float* x, uint16_t* out, int n) {
     int i = 0;
@@ -156,7 +158,8 @@ static void gemm_bf16(int fmt, const uint8_t* W, size_t w_stride, int n0, int n1
 }  // namespace avx512bf16
 
 const Bf16Kernels& bf16_kernels() {
-    static const Bf16Kernels k = {avx512bf16::to_bf16, avx512bf16::gemm_bf16, avx512bf16::dequant_row_bf16};
+    static const Bf16Kernels k = {avx512bf16::to_bf16, avx512bf16::gemm_bf16, avx512bf16::dequant_row_bf16,
+                                  avx512bf16::attention};
     return k;
 }
 }  // namespace oci

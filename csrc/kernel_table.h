@@ -58,6 +58,7 @@ struct Bf16Kernels {
     void (*gemm)(int fmt, const uint8_t* W, size_t w_stride, int n0, int n1, const uint16_t* X, size_t ldx, int M,
                  int K, float* Y, size_t ldy);
     void (*dequant_row)(int fmt, const uint8_t* w, int K, uint16_t* out);  // one row to bf16
+    AttnFn attention;  // paged_attention.h with a bf16 cache's decode scores as vdpbf16ps dot products
 };
 const Bf16Kernels& bf16_kernels();
 
@@ -67,6 +68,9 @@ const Bf16Kernels& bf16_kernels();
 const KernelTable& active_table();
 bool bf16_gemm_active();
 int bf16_min_rows();
+// The attention kernel for a KV cache of this dtype on table t: with AVX512-BF16 on the avx512 path,
+// a bf16 cache goes to Bf16Kernels::attention. One choice for the per-op call and the decoder stack.
+AttnFn attention_kernel(const KernelTable& t, bool cache_bf16);
 
 const KernelTable& table_scalar();
 const KernelTable& table_avx2();
