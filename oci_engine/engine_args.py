@@ -111,22 +111,15 @@ def _allocate_kv(config, num_blocks: int, block_size: int, dtype, device: str) -
 
     if device != "cpu":
         return allocate_kv_cache(config, num_blocks, block_size, dtype=dtype, device=device)
-    # The pool must read as zeros: the torch reference attends over whole blocks and gives padding
-    # slots probability 0, and 0 * NaN from stale memory is NaN. torch.zeros would write (and so
-    # fault in) every page of a 1 GiB pool up front for blocks most runs never touch; numpy's zeros
-    # come from calloc, whose large allocations are fresh zero pages mapped lazily, while a small
-    # pool, which malloc may carve from reused heap memory, is cleared, cheaply.
     import math
 
-    import numpy as np
+    from oci_engine.kv_host_memory import zeroed_host_bytes
 
     shape = (num_blocks, block_size, config.num_key_value_heads, config.head_dim)
     nbytes = torch.empty((), dtype=dtype).element_size() * math.prod(shape)
-
-    def zeroed():
-        return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(dtype).view(shape)
-
-    return [(zeroed(), zeroed()) for _ in range(config.num_hidden_layers)]
+    pool = zeroed_host_bytes(2 * config.num_hidden_layers * nbytes)
+    tensors = [pool[i * nbytes:(i + 1) * nbytes].view(dtype).view(shape) for i in range(2 * config.num_hidden_layers)]
+    return list(zip(tensors[0::2], tensors[1::2]))
 
 
 def create_engine(args: EngineArgs):
