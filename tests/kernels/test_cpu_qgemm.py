@@ -101,8 +101,10 @@ def test_strided_rows_of_a_larger_input():
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("qtype", FORMATS, ids=lambda t: t.name)
-def test_dequantize_is_exact(isa, qtype):
-    qt = random_blocks(qtype, 13, 512, seed=5)
+@pytest.mark.parametrize("K", [512, 96])  # 96: an odd block count (the bf16 expansion pairs blocks)
+def test_dequantize_is_exact(isa, qtype, K):
+    _skip_if_no_blocks(qtype, K)
+    qt = random_blocks(qtype, 13, K, seed=5)
     w = cpu_linear.prepare_linear(qt)
     with forced_isa(isa):
         got = w.dequantize(torch.float32)
