@@ -143,8 +143,9 @@ static inline void tile4(const uint16_t* w, int K, int k0, int k1, const uint16_
 static void gemm_bf16(int fmt, const uint8_t* W, size_t w_stride, int n0, int n1, const uint16_t* X, size_t ldx,
                       int M, int K, float* Y, size_t ldy) {
     constexpr int NC = 16, KS = 768;
-    static thread_local std::vector<uint16_t> wbuf;
-    if (wbuf.size() < (size_t)NC * K) wbuf.resize((size_t)NC * K);
+    static thread_local std::vector<uint16_t> scratch;
+    if (scratch.size() < (size_t)NC * K) scratch.resize((size_t)NC * K);
+    uint16_t* const wbuf = scratch.data();  // one TLS lookup, not one per row (this is PIC code)
     const int slices = (K + KS - 1) / KS, ks = (K / QK + slices - 1) / slices * QK;  // whole 32-column steps
     // the first chunk's raw rows are on their way while the lines before them are expanded
     for (const char *p = (const char*)(W + (size_t)n0 * w_stride),
@@ -152,8 +153,8 @@ static void gemm_bf16(int fmt, const uint8_t* W, size_t w_stride, int n0, int n1
         _mm_prefetch(p, _MM_HINT_T0);
     for (int nc = n0; nc < n1; nc += NC) {
         const int ne = std::min(n1, nc + NC), padded = (ne - nc + 3) / 4 * 4;
-        for (int n = nc; n < ne; ++n) dequant_row_bf16(fmt, W + n * w_stride, K, &wbuf[(size_t)(n - nc) * K]);
-        std::fill(wbuf.begin() + (size_t)(ne - nc) * K, wbuf.begin() + (size_t)padded * K, (uint16_t)0);
+        for (int n = nc; n < ne; ++n) dequant_row_bf16(fmt, W + n * w_stride, K, wbuf + (size_t)(n - nc) * K);
+        std::fill(wbuf + (size_t)(ne - nc) * K, wbuf + (size_t)padded * K, (uint16_t)0);
         // The next chunk's raw rows are fetched while this one is multiplied: spread over the tiles,
         // the misses overlap the arithmetic instead of stalling the next expansion.
         const char* pf = (const char*)(W + (size_t)ne * w_stride);
@@ -163,7 +164,7 @@ static void gemm_bf16(int fmt, const uint8_t* W, size_t w_stride, int n0, int n1
         for (int k0 = 0; k0 < K; k0 += ks) {
             const int k1 = std::min(K, k0 + ks);
             for (int j = 0; j < padded; j += 4) {
-                const uint16_t* w = &wbuf[(size_t)j * K];
+                const uint16_t* w = wbuf + (size_t)j * K;
                 const int nv = std::min(4, ne - nc - j);
                 for (int m = 0; m < M; m += 4) {
                     for (size_t i = 0; i < per_tile && pf < pf_end; ++i, pf += 64) _mm_prefetch(pf, _MM_HINT_T0);

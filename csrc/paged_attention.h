@@ -158,10 +158,12 @@ static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
     const float* q0 = a.q + ((size_t)t * a.nh + (size_t)g * G) * D;
 #if defined(OCI_BF16_DOT)
     constexpr bool DOT = BF && NV % 2 == 0;
-    static thread_local std::vector<uint16_t> qsplit;
+    static thread_local std::vector<uint16_t> qsplit_buf;
+    uint16_t* qsplit = nullptr;  // one TLS lookup per call, not one per 16 keys
     if (DOT) {
-        if (qsplit.size() < (size_t)G * 2 * D) qsplit.resize((size_t)G * 2 * D);
-        split_queries<NV>(q0, G, qsplit.data());
+        if (qsplit_buf.size() < (size_t)G * 2 * D) qsplit_buf.resize((size_t)G * 2 * D);
+        qsplit = qsplit_buf.data();
+        split_queries<NV>(q0, G, qsplit);
     }
 #else
     constexpr bool DOT = false;
@@ -208,7 +210,7 @@ static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
                     __m512 acc[16];
                     if constexpr (DOT) {
 #if defined(OCI_BF16_DOT)
-                        const uint16_t* qs = qsplit.data() + (size_t)r * 2 * D;
+                        const uint16_t* qs = qsplit + (size_t)r * 2 * D;
 #pragma GCC unroll 16
                         for (int jj = 0; jj < 16; ++jj) acc[jj] = _mm512_setzero_ps();
                         for (int c = 0; c < D; c += 32) {
