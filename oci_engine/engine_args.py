@@ -53,10 +53,11 @@ def resolve_dtype(dtype, device: str):
 def resolve_kv_dtype(kv_dtype, model_dtype, backend: str):
     """The KV cache's element type. "auto": bfloat16 on the `cpu` backend, the model's dtype
     elsewhere. The cpu backend computes in float32, but its attention kernels read bf16 K/V rows
-    (widened to fp32 on load) as readily as fp32 ones: half the bytes per token, so twice the
-    tokens in the same pool and half the memory traffic of decode attention (16 SmolLM2 sequences
-    +4% tokens/s, one 0%), with teacher-forced agreement against transformers unchanged (1.000) and
-    perplexity within 0.1% of fp32 K/V; llama.cpp keeps its K/V in 16 bits by default likewise.
+    as readily as fp32 ones (widened on load, or dotted by vdpbf16ps where the CPU has it): half
+    the bytes per token, so twice the tokens in the same pool and half the memory traffic of decode
+    attention (16 SmolLM2 sequences +4% tokens/s, one 0%), with teacher-forced agreement against
+    transformers unchanged (1.000) and perplexity within 0.1% of fp32 K/V; llama.cpp keeps its K/V
+    in 16 bits by default likewise.
     The torch backend stays the exact fp32 reference; Triton's kernels and CUDA graphs take the
     model's dtype only."""
     import torch
