@@ -10,7 +10,8 @@ measured on SmolLM2's shapes, AVX-512 machine, 1-2 threads):
   side picks this itself); at 16 rows it beats the torch path below on every shape (by 10-40%,
   one thread; the 49k-row LM head by 15%), at 32 rows it ties on the layers and keeps a batched
   decode step of 32 sequences in the fused decoder stack (cpu_decoder.py: 7% faster per step than
-  the per-op path, one thread); the LM head takes the torch path from 32 rows (DENSE_BIG_ELEMS);
+  the per-op path, one thread); big weights with long rows take the torch path from 32 rows
+  (DENSE_BIG_ELEMS, DENSE_BIG_MIN_K);
 - M >= DENSE_MIN_ROWS (prefill): the weight is expanded to bf16 in row chunks into one reused
   scratch buffer (bounded memory, no page faults per call) and multiplied by torch's blocked GEMM
   (oneDNN), which beats both kernels once a weight row meets this many activation rows.
@@ -36,10 +37,13 @@ except ValueError as e:
 KERNEL_TYPES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0", 12: "Q4_K", 14: "Q6_K"}
 BLOCK_ELEMS = {2: 32, 3: 32, 8: 32, 12: 256, 14: 256}
 DENSE_MIN_ROWS = 48
-# Weights this large (an LM head over a big vocabulary) take the torch path from 32 rows: SmolLM2's
-# 49152 x 576 Q8_0 head, one thread, in a decode step: 16 rows 1.7 ms faster in the bf16 kernel
-# (it prefetches the weight stream), 32 rows 1 ms slower there.
-DENSE_BIG_ELEMS, DENSE_BIG_MIN_ROWS = 1 << 23, 32
+# Weights this large with long rows (a 7B model's MLP and LM head, a 1B model's MLP) take the torch
+# path from 32 rows: there the bf16 kernel tied at 32 rows and lost from 64 (7B Q4_K up-projection
+# 1.23x slower at 64, Q6_K LM head 1.10x; random blocks, 2 threads, AMD Zen 5). A big weight with
+# short rows, a long-vocabulary head over a small hidden size (SmolLM2's 49152 x 576 Q8_0), follows
+# DENSE_MIN_ROWS like the layers: the bf16 kernel took 0.68x the torch path's time at 32 rows,
+# 0.72x at 48 and 0.93x at 128 (0.83x / 0.93x / 0.98x on one thread).
+DENSE_BIG_ELEMS, DENSE_BIG_MIN_ROWS, DENSE_BIG_MIN_K = 1 << 23, 32, 1024
 # OCI_ENGINE_BATCH_INVARIANT=1 keeps every call on the int8 kernel, whose result for a row does not
 # depend on the other rows in the step (bitwise): a request then decodes the same tokens alone or
 # batched, at the cost of batched-decode and prefill speed.
@@ -137,7 +141,7 @@ def takes_dense(rows: int, handle) -> bool:
     """Whether a call of this many rows on this weight goes to dense_matmul (see the module notes)."""
     if BATCH_INVARIANT or not isinstance(handle, QuantLinear):
         return False
-    big = handle.out_features * handle.in_features >= DENSE_BIG_ELEMS
+    big = handle.out_features * handle.in_features >= DENSE_BIG_ELEMS and handle.in_features > DENSE_BIG_MIN_K
     return rows >= DENSE_MIN_ROWS or (big and rows >= DENSE_BIG_MIN_ROWS)
 
 

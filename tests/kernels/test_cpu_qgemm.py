@@ -138,13 +138,17 @@ def test_bf16_gemm_refused_off_the_avx512_path():
         cpu_linear.quant_matmul(torch.randn(2, 64), w, "bf16")
 
 
-@pytest.mark.parametrize("big", [False, True])
+@pytest.mark.parametrize("kind", ["small", "big", "big_short_rows"])
 @pytest.mark.parametrize("M", [1, 7, 16, 31, 32, 47, 48, 130])
-def test_linear_all_paths_and_bias(M, big, monkeypatch):
+def test_linear_all_paths_and_bias(M, kind, monkeypatch):
     """int8 kernel (M < 4), bf16 kernel (4 <= M < DENSE_MIN_ROWS), chunked bf16 torch GEMM above,
-    and from DENSE_BIG_MIN_ROWS rows for a weight of DENSE_BIG_ELEMS elements (an LM head)."""
-    if big:
+    and from DENSE_BIG_MIN_ROWS rows for a weight of DENSE_BIG_ELEMS elements whose rows are longer
+    than DENSE_BIG_MIN_K (a 7B model's MLP); a big weight with short rows (SmolLM2's LM head) follows
+    DENSE_MIN_ROWS."""
+    big = kind == "big"
+    if kind != "small":
         monkeypatch.setattr(cpu_linear, "DENSE_BIG_ELEMS", 48 * 512)
+        monkeypatch.setattr(cpu_linear, "DENSE_BIG_MIN_K", 256 if big else 512)
     qt = random_blocks(T.Q4_K, 48, 512, seed=M)
     w = cpu_linear.prepare_linear(qt)
     cpu_linear._CHUNK_ELEMS, chunk = 512 * 20, cpu_linear._CHUNK_ELEMS  # several chunks, a short last one
