@@ -37,13 +37,31 @@ except ValueError as e:
 KERNEL_TYPES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0", 12: "Q4_K", 14: "Q6_K"}
 BLOCK_ELEMS = {2: 32, 3: 32, 8: 32, 12: 256, 14: 256}
 DENSE_MIN_ROWS = 48
-# Weights this large with long rows (a 7B model's MLP and LM head, a 1B model's MLP) take the torch
-# path from 32 rows: there the bf16 kernel tied at 32 rows and lost from 64 (7B Q4_K up-projection
-# 1.23x slower at 64, Q6_K LM head 1.10x; random blocks, 2 threads, AMD Zen 5). A big weight with
-# short rows, a long-vocabulary head over a small hidden size (SmolLM2's 49152 x 576 Q8_0), follows
-# DENSE_MIN_ROWS like the layers: the bf16 kernel took 0.68x the torch path's time at 32 rows,
-# 0.72x at 48 and 0.93x at 128 (0.83x / 0.93x / 0.98x on one thread).
-DENSE_BIG_ELEMS, DENSE_BIG_MIN_ROWS, DENSE_BIG_MIN_K = 1 << 23, 32, 1024
+
+
+def _cpu_has_amx() -> bool:
+    """AMX tiles (Intel from Sapphire Rapids): torch's bf16 GEMM (oneDNN) then ran ~1.1 TFLOP/s on
+    2 cores, against 0.69 on the AVX-512 FMAs of an AMD Zen 5, which moves where it overtakes ours."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+# Weights this large take the torch path from 32 rows: an LM head over a big vocabulary, with AMX
+# (SmolLM2's 49152 x 576 Q8_0 head, one thread: 16 rows 1.7 ms faster in the bf16 kernel, 32 rows
+# 1 ms slower there), and without AMX those with long rows (a 7B model's MLP and LM head, a 1B
+# model's MLP: the bf16 kernel tied at 32 rows and lost from 64, 7B Q4_K up-projection 1.23x slower,
+# Q6_K LM head 1.10x; random blocks, 2 threads, Zen 5). Without AMX a big weight with short rows
+# (SmolLM2's head) follows DENSE_MIN_ROWS like the layers: the kernel took 0.68x the torch path's
+# time at 32 rows, 0.72x at 48, 0.93x at 128 (one thread 0.83x / 0.93x / 0.98x).
+DENSE_BIG_ELEMS, DENSE_BIG_MIN_ROWS = 1 << 23, 32
+DENSE_BIG_MIN_K = 0 if _cpu_has_amx() else 1024  # rows up to this long count as short
+
 # OCI_ENGINE_BATCH_INVARIANT=1 keeps every call on the int8 kernel, whose result for a row does not
 # depend on the other rows in the step (bitwise): a request then decodes the same tokens alone or
 # batched, at the cost of batched-decode and prefill speed.
