@@ -30,10 +30,16 @@ bool cpu_has(const char* what) {
     return w == "scalar";
 }
 
-bool has_bf16_gemm() {
-    __builtin_cpu_init();
-    return cpu_has("avx512") && __builtin_cpu_supports("avx512bf16");
+bool has_bf16_gemm() {  // asked every step: answered once
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return cpu_has("avx512") && __builtin_cpu_supports("avx512bf16");
+    }();
+    return has;
 }
+
+// Whether table t can use the Bf16Kernels (isa_avx512bf16.cpp): the avx512 path on an AVX512-BF16 CPU.
+bool bf16_path(const KernelTable& t) { return &t == &table_avx512() && has_bf16_gemm(); }
 
 std::vector<std::string> supported_isas() {
     std::vector<std::string> out{"scalar"};
@@ -110,7 +116,7 @@ void gemm(uintptr_t w, size_t w_stride, int ggml_type, int N, int K, uintptr_t x
     const int fi = format_index(ggml_type);
     if (fi < 0) throw std::invalid_argument("no quantized GEMM for ggml type " + std::to_string(ggml_type));
     if (K % block_elems(ggml_type)) throw std::invalid_argument("K is not a whole number of blocks");
-    const bool bf16_ok = &t == &table_avx512() && has_bf16_gemm();
+    const bool bf16_ok = bf16_path(t);
     bool bf16 = path == "bf16";
     if (bf16 && !bf16_ok) throw std::invalid_argument("the bf16 GEMM needs the avx512 path on a CPU with AVX512-BF16");
     if (path == "auto") bf16 = bf16_ok && M >= g_bf16_min_rows;
@@ -146,7 +152,7 @@ void dequant(uintptr_t w, size_t w_stride, int ggml_type, int rows, int K, uintp
     if (fi < 0) throw std::invalid_argument("no dequantizer for ggml type " + std::to_string(ggml_type));
     const uint8_t* W = ptr<const uint8_t>(w);
     const int64_t* ids = ptr<const int64_t>(row_ids);
-    const bool fast_bf16 = bf16 && &t == &table_avx512() && has_bf16_gemm();
+    const bool fast_bf16 = bf16 && bf16_path(t);
 #pragma omp parallel for num_threads(threads_for((double)rows * K, 1 << 16)) schedule(static)
     for (int r = 0; r < rows; ++r) {
         const uint8_t* src = ids ? W + ids[r] * w_stride : W + r * w_stride;
@@ -250,9 +256,9 @@ void attention(uintptr_t q, uintptr_t kc, uintptr_t vc, bool bf16_cache, uintptr
 }  // namespace
 
 const KernelTable& active_table() { return T(); }
-bool bf16_gemm_active() { return &T() == &table_avx512() && has_bf16_gemm(); }
+bool bf16_gemm_active() { return bf16_path(T()); }
 AttnFn attention_kernel(const KernelTable& t, bool cache_bf16) {
-    return cache_bf16 && &t == &table_avx512() && has_bf16_gemm() ? bf16_kernels().attention : t.attention;
+    return cache_bf16 && bf16_path(t) ? bf16_kernels().attention : t.attention;
 }
 int bf16_min_rows() { return g_bf16_min_rows; }
 

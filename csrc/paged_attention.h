@@ -142,6 +142,15 @@ static void split_queries(const float* q0, int G, uint16_t* qs) {
 }
 #endif
 
+// Requests rows [j0, j1) of a block into the caches: base is the block's first row on this KV head
+// (elements), rows tok elements apart; one prefetch per cache line of a row.
+template <int NV, bool BF>
+static inline void prefetch_rows(const char* cache, size_t base, int j0, int j1, size_t tok) {
+    for (int j = j0; j < j1; ++j)
+        for (int c = 0; c < NV; c += BF ? 2 : 1)
+            _mm_prefetch(cache + (base + (size_t)j * tok + 16 * c) * (BF ? 2 : 4), _MM_HINT_T0);
+}
+
 template <int NV, bool BF>
 static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
     constexpr int D = 16 * NV, RC = NV >= 4 ? 16 / NV : 4;  // PV: RC rows x NV accumulators at a time
@@ -170,6 +179,7 @@ static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
 #endif
     const char* kc = (const char*)a.k_cache;
     const char* vc = (const char*)a.v_cache;
+    auto block_base = [&](int b) { return (size_t)a.block_table[b] * bs * tok + (size_t)g * D; };
     // Row by row over chunks of CHUNK keys, not block by block: the first row's pass over a chunk
     // is the only one whose K loads miss, and a pass over many blocks keeps many misses in flight,
     // where one block's 16 keys followed by the group's other rows left the next block's misses
@@ -191,21 +201,16 @@ static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
             const float* q = q0 + (size_t)r * D;
             for (int b = b0; b < b1; ++b) {
                 const int jn = std::min(bs, end - b * bs);
-                const size_t base = (size_t)a.block_table[b] * bs * tok + (size_t)g * D;
+                const size_t base = block_base(b);
                 for (int j0 = 0; j0 < jn; j0 += 16) {
                     const int cnt = std::min(16, jn - j0);
                     size_t kr[16];  // element offsets of the 16 keys; past the block's end, its last key again
                     for (int jj = 0; jj < 16; ++jj) kr[jj] = base + (size_t)(j0 + std::min(jj, cnt - 1)) * tok;
                     if (r == 0 && n <= V_EARLY) {  // V rows on their way while K's misses are
-                        for (int jj = 0; jj < cnt; ++jj)
-                            for (int c = 0; c < NV; c += BF ? 2 : 1)  // one cache line per step
-                                _mm_prefetch(vc + (kr[jj] + 16 * c) * (BF ? 2 : 4), _MM_HINT_T0);
+                        prefetch_rows<NV, BF>(vc, base, j0, j0 + cnt, tok);
                     } else if (r == 0 && b + chunk_blocks < be) {  // the next chunk's K rows
-                        const int bn = b + chunk_blocks, jnn = std::min(bs, end - bn * bs);
-                        const size_t nbase = (size_t)a.block_table[bn] * bs * tok + (size_t)g * D;
-                        for (int jj = j0; jj < std::min(j0 + 16, jnn); ++jj)
-                            for (int c = 0; c < NV; c += BF ? 2 : 1)
-                                _mm_prefetch(kc + (nbase + (size_t)jj * tok + 16 * c) * (BF ? 2 : 4), _MM_HINT_T0);
+                        const int bn = b + chunk_blocks;
+                        prefetch_rows<NV, BF>(kc, block_base(bn), j0, std::min(j0 + 16, std::min(bs, end - bn * bs)), tok);
                     }
                     __m512 acc[16];
                     if constexpr (DOT) {
@@ -269,14 +274,9 @@ static void attention_decode16(const AttnArgs& a, int t, int pos, int g) {
             for (int c = 0; c < NV; ++c) o[rr][c] = _mm512_setzero_ps();
         for (int b = bb; b < be; ++b) {
             const int jn = std::min(bs, end - b * bs);
-            const size_t base = (size_t)a.block_table[b] * bs * tok + (size_t)g * D;
-            if (n > V_EARLY && b + V_AHEAD < be) {  // V rows V_AHEAD blocks ahead
-                const int bn = b + V_AHEAD, jnn = std::min(bs, end - bn * bs);
-                const size_t nbase = (size_t)a.block_table[bn] * bs * tok + (size_t)g * D;
-                for (int jj = 0; jj < jnn; ++jj)
-                    for (int c = 0; c < NV; c += BF ? 2 : 1)
-                        _mm_prefetch(vc + (nbase + (size_t)jj * tok + 16 * c) * (BF ? 2 : 4), _MM_HINT_T0);
-            }
+            const size_t base = block_base(b);
+            if (n > V_EARLY && b + V_AHEAD < be)  // V rows V_AHEAD blocks ahead
+                prefetch_rows<NV, BF>(vc, block_base(b + V_AHEAD), 0, std::min(bs, end - (b + V_AHEAD) * bs), tok);
             for (int j = 0; j < jn; ++j) {
                 __m512 v[NV];
                 for (int c = 0; c < NV; ++c) v[c] = load16<BF>(vc, base + j * tok + 16 * c);

@@ -129,7 +129,7 @@ class Sandbox:
 
     def _on_death(self, zygote):
         for s in list(self._sessions.values()):
-            s._mark_lost("session lost: the sandbox helper died")
+            s._mark_lost("the sandbox helper died")
         for key, p in list(self._pending.items()):
             if not p.event.is_set():
                 p.header = {"op": "done", "reason": "the sandbox helper process died; it restarts "
